@@ -1,0 +1,29 @@
+//! Close codes heartwire sends, in one place (the README's table mirrors this file).
+
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// 1001: the server is shutting down, or the route was removed from the config.
+pub const GOING_AWAY: u16 = 1001;
+/// 1002: the client broke RFC 6455 (unmasked frame, reserved bits, bad opcode, ...).
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// 1007: a text message was not valid UTF-8.
+pub const INVALID_PAYLOAD: u16 = 1007;
+/// 1008: the client read too slowly and fell behind its route's queue.
+pub const SLOW_CONSUMER: u16 = 1008;
+/// 1009: a message or frame was larger than `server.max_message_size`.
+pub const TOO_BIG: u16 = 1009;
+/// 4000: the client stopped answering heartbeats.
+pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+
+/// A close frame with `code` and a reason (truncated to the 123 bytes a frame holds).
+pub fn frame(code: u16, reason: &str) -> CloseFrame {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason[..end].to_owned().into(),
+    }
+}

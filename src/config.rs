@@ -1,0 +1,754 @@
+//! The config file: [`RawConfig`] mirrors the TOML, [`Config`] is what the daemon runs on.
+//!
+//! `load` is pure: it reads the file and the `HEARTWIRE_*` environment, validates
+//! everything and returns either a `Config` whose fields cannot be wrong or an error
+//! naming the file, the key and the fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::heartbeat::{Liveness, Strategy};
+use crate::origin::{OriginPattern, Origins};
+
+/// Where the daemon listens when the file says nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Most WebSocket connections held at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long shutdown waits for clients to answer their close frames.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send its HTTP request and upgrade.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message (and frame) a client may send.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// Messages a route buffers for its slowest reader before cutting it off.
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// How long one write to a client may block before it is cut off.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where backends publish.
+pub const DEFAULT_PUBLISH_PATH: &str = "/publish";
+/// Default heartbeat interval.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Default number of unanswered `json-gzip` pings before a peer is closed (the seed's 2).
+pub const DEFAULT_MAX_MISSED: u32 = 2;
+/// Longest channel name, in bytes.
+pub const MAX_CHANNEL_LEN: usize = 128;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from (named in errors and reloads).
+    pub source: PathBuf,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[log]`
+    pub log: LogConfig,
+    /// `[publish]`
+    pub publish: PublishConfig,
+    /// `[heartbeat.NAME]`, by name.
+    pub heartbeats: BTreeMap<String, Policy>,
+    /// `[[route]]`: WebSocket routes.
+    pub routes: Vec<Arc<RouteConfig>>,
+    /// `[[static]]`: plain HTTP text routes.
+    pub statics: Vec<StaticConfig>,
+}
+
+/// `[server]`: the public listener and its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Addresses to bind (used only at start; a change needs a restart).
+    pub listen: Vec<SocketAddr>,
+    /// Most WebSocket connections at once; more get HTTP 503.
+    pub max_connections: usize,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+    /// How long a client may take to send its request headers.
+    pub handshake_timeout: Duration,
+    /// Largest incoming message.
+    pub max_message_size: usize,
+    /// Largest incoming frame.
+    pub max_frame_size: usize,
+    /// Messages a route buffers for its slowest reader.
+    pub outbound_queue: usize,
+    /// How long one write to a client may block.
+    pub write_timeout: Duration,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `heartwire=debug`, ...
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` (human) or `json` (one object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// When set, logs also go to rolling files in this directory.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// How often the log file rolls over.
+    #[serde(default)]
+    pub rotation: Rotation,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+            dir: None,
+            rotation: Rotation::default(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How often a log file rolls over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    /// A new file every hour.
+    Hourly,
+    /// A new file every day.
+    #[default]
+    Daily,
+    /// One file forever.
+    Never,
+}
+
+/// `[publish]`: the backend's HTTP endpoint.
+#[derive(Clone, PartialEq)]
+pub struct PublishConfig {
+    /// Request path.
+    pub path: String,
+    /// Bearer token required when set.
+    pub token: Option<String>,
+    /// Accept Tornado-style `GET path?msg=...`.
+    pub allow_get: bool,
+    /// Largest request body; larger gets 413.
+    pub max_body_size: usize,
+}
+
+impl fmt::Debug for PublishConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token is a secret: never print it.
+        f.debug_struct("PublishConfig")
+            .field("path", &self.path)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("allow_get", &self.allow_get)
+            .field("max_body_size", &self.max_body_size)
+            .finish()
+    }
+}
+
+/// A named heartbeat policy, `[heartbeat.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// The policy's name.
+    pub name: String,
+    /// How pings look on the wire.
+    pub strategy: Strategy,
+    /// Time between pings (`None` for strategy `none`).
+    pub ping_interval: Option<Duration>,
+    /// When a peer counts as dead.
+    pub liveness: Liveness,
+}
+
+/// What a route does with a client's message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMessage {
+    /// Reply to the sender with `echo_prefix` + message.
+    #[default]
+    Echo,
+    /// Send `relay_prefix` + message to every client of the route, sender included.
+    Relay,
+    /// Drop it.
+    Ignore,
+}
+
+/// `[[route]]`: a WebSocket endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// URL path, e.g. `/ws`.
+    pub path: String,
+    /// Which browser origins may connect.
+    pub origins: Origins,
+    /// Text sent on open.
+    pub welcome: Option<String>,
+    /// What a client's message does.
+    pub on_message: OnMessage,
+    /// Prepended to echoed messages.
+    pub echo_prefix: String,
+    /// Prepended to relayed messages.
+    pub relay_prefix: String,
+    /// The name publishers target (defaults to the path).
+    pub channel: String,
+    /// Name of the heartbeat policy, if any.
+    pub heartbeat: Option<String>,
+}
+
+/// `[[static]]`: a fixed HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    /// URL path.
+    pub path: String,
+    /// Response body.
+    pub body: String,
+    /// Response `Content-Type`.
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+}
+
+fn default_content_type() -> String {
+    "text/plain; charset=utf-8".into()
+}
+
+/// The TOML as written.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    publish: RawPublish,
+    #[serde(default)]
+    heartbeat: BTreeMap<String, RawPolicy>,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+    #[serde(default, rename = "static")]
+    statics: Vec<StaticConfig>,
+}
+
+/// One address or a list of them.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+enum Listen {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: Listen,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    shutdown_grace: Duration,
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    handshake_timeout: Duration,
+    #[serde(default = "default_max_message_size")]
+    max_message_size: usize,
+    #[serde(default)]
+    max_frame_size: Option<usize>,
+    #[serde(default = "default_outbound_queue")]
+    outbound_queue: usize,
+    #[serde(default = "default_write_timeout", with = "humantime_serde")]
+    write_timeout: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_frame_size: None,
+            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        }
+    }
+}
+
+fn default_listen() -> Listen {
+    Listen::One(DEFAULT_LISTEN.into())
+}
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_shutdown_grace() -> Duration {
+    DEFAULT_SHUTDOWN_GRACE
+}
+fn default_handshake_timeout() -> Duration {
+    DEFAULT_HANDSHAKE_TIMEOUT
+}
+fn default_max_message_size() -> usize {
+    DEFAULT_MAX_MESSAGE_SIZE
+}
+fn default_outbound_queue() -> usize {
+    DEFAULT_OUTBOUND_QUEUE
+}
+fn default_write_timeout() -> Duration {
+    DEFAULT_WRITE_TIMEOUT
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    #[serde(default = "default_publish_path")]
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
+    #[serde(default = "default_true")]
+    allow_get: bool,
+    #[serde(default)]
+    max_body_size: Option<usize>,
+}
+
+impl Default for RawPublish {
+    fn default() -> Self {
+        Self {
+            path: default_publish_path(),
+            token: None,
+            token_file: None,
+            allow_get: true,
+            max_body_size: None,
+        }
+    }
+}
+
+fn default_publish_path() -> String {
+    DEFAULT_PUBLISH_PATH.into()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    strategy: Strategy,
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    ping_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    ping_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_missed: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    origins: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    welcome: Option<String>,
+    #[serde(default)]
+    on_message: OnMessage,
+    #[serde(default)]
+    echo_prefix: String,
+    #[serde(default)]
+    relay_prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    heartbeat: Option<String>,
+}
+
+/// Why a config was refused. Every message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing, unreadable, not TOML, or a value has the wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A value parsed but makes no sense.
+    #[error("{file}: `{key}`: {reason}")]
+    Invalid {
+        /// The config file.
+        file: String,
+        /// Dotted key, e.g. `heartbeat.app.max_missed`.
+        key: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+}
+
+/// Reads `path`, then `HEARTWIRE_SECTION__KEY` environment overrides, and validates.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = figment(path).extract().map_err(|e| parse_error(path, e))?;
+    Config::from_raw(raw, path)
+}
+
+/// The effective config (file plus environment) as TOML, with the publish token redacted.
+pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
+    let mut raw: RawConfig = figment(path).extract().map_err(|e| parse_error(path, e))?;
+    if raw.publish.token.is_some() {
+        raw.publish.token = Some("<redacted>".into());
+    }
+    toml::to_string_pretty(&raw).map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))
+}
+
+fn figment(path: &Path) -> Figment {
+    Figment::new()
+        .merge(Toml::file_exact(path))
+        // Only SECTION__KEY names: HEARTWIRE_CONFIG and friends are not config keys.
+        .merge(
+            Env::prefixed("HEARTWIRE_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        )
+}
+
+/// Parses a config from TOML text (tests and `check`), without the environment.
+pub fn from_toml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = Figment::new()
+        .merge(Toml::string(text))
+        .extract()
+        .map_err(|e| parse_error(source, e))?;
+    Config::from_raw(raw, source)
+}
+
+/// Turns figment's errors into one line each: `file: key: what`.
+fn parse_error(path: &Path, err: figment::Error) -> ConfigError {
+    let lines: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let origin = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(figment::Source::File(_)) | None => path.display().to_string(),
+                Some(other) => other.to_string(),
+            };
+            let origin = match e.metadata.as_ref() {
+                Some(m) if m.name.contains("environment") => format!("environment ({})", m.name),
+                _ => origin,
+            };
+            if e.path.is_empty() {
+                format!("{origin}: {}", e.kind)
+            } else {
+                format!("{origin}: `{}`: {}", e.path.join("."), e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Parse(lines.join("\n"))
+}
+
+impl Config {
+    /// Validates a parsed file. `source` is named in every error.
+    pub fn from_raw(raw: RawConfig, source: &Path) -> Result<Self, ConfigError> {
+        let file = source.display().to_string();
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            file: file.clone(),
+            key: key.to_owned(),
+            reason,
+        };
+
+        let server = server(raw.server, &invalid)?;
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            return Err(invalid("log.level", format!("`{}` is not a log filter ({err}); use error, warn, info, debug or trace", raw.log.level)));
+        }
+        let publish = publish(raw.publish, source, &invalid)?;
+
+        let mut heartbeats = BTreeMap::new();
+        for (name, raw) in raw.heartbeat {
+            let policy = policy(&name, raw, &invalid)?;
+            heartbeats.insert(name, policy);
+        }
+
+        let mut paths = BTreeSet::from([publish.path.clone()]);
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for (i, raw) in raw.routes.into_iter().enumerate() {
+            let key = |field: &str| format!("route[{i}].{field}");
+            check_path(&raw.path).map_err(|r| invalid(&key("path"), r))?;
+            if !paths.insert(raw.path.clone()) {
+                return Err(invalid(
+                    &key("path"),
+                    format!("`{}` is already used by another route or by [publish]", raw.path),
+                ));
+            }
+            let origins = match raw.origins {
+                None => Origins::SameOrigin,
+                Some(list) => {
+                    let patterns = list
+                        .iter()
+                        .map(|p| OriginPattern::parse(p))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|r| invalid(&key("origins"), r))?;
+                    Origins::List(patterns)
+                }
+            };
+            let channel = raw.channel.unwrap_or_else(|| raw.path.clone());
+            check_channel(&channel).map_err(|r| invalid(&key("channel"), r))?;
+            if let Some(name) = &raw.heartbeat {
+                if !heartbeats.contains_key(name) {
+                    let known: Vec<&str> = heartbeats.keys().map(String::as_str).collect();
+                    return Err(invalid(
+                        &key("heartbeat"),
+                        format!(
+                            "no policy named `{name}`; define [heartbeat.{name}] or use one of: {}",
+                            list_or_none(&known)
+                        ),
+                    ));
+                }
+            }
+            routes.push(Arc::new(RouteConfig {
+                path: raw.path,
+                origins,
+                welcome: raw.welcome,
+                on_message: raw.on_message,
+                echo_prefix: raw.echo_prefix,
+                relay_prefix: raw.relay_prefix,
+                channel,
+                heartbeat: raw.heartbeat,
+            }));
+        }
+        for (i, s) in raw.statics.iter().enumerate() {
+            let key = format!("static[{i}].path");
+            check_path(&s.path).map_err(|r| invalid(&key, r))?;
+            if !paths.insert(s.path.clone()) {
+                return Err(invalid(
+                    &key,
+                    format!("`{}` is already used by a route or by [publish]", s.path),
+                ));
+            }
+        }
+
+        Ok(Config {
+            source: source.to_owned(),
+            server,
+            log: raw.log,
+            publish,
+            heartbeats,
+            routes,
+            statics: raw.statics,
+        })
+    }
+
+    /// The route serving `path`, if any.
+    pub fn route(&self, path: &str) -> Option<&Arc<RouteConfig>> {
+        self.routes.iter().find(|r| r.path == path)
+    }
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "(none defined)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+fn server(raw: RawServer, invalid: &Invalid) -> Result<ServerConfig, ConfigError> {
+    let listen = match raw.listen {
+        Listen::One(a) => vec![a],
+        Listen::Many(list) => list,
+    };
+    if listen.is_empty() {
+        return Err(invalid(
+            "server.listen",
+            "needs at least one address, e.g. \"127.0.0.1:8080\"".into(),
+        ));
+    }
+    let listen = listen
+        .iter()
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "server.listen",
+                    format!("`{a}` is not an IP:port address, e.g. \"0.0.0.0:8080\""),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    positive("server.max_connections", raw.max_connections, invalid)?;
+    positive("server.outbound_queue", raw.outbound_queue, invalid)?;
+    positive("server.max_message_size", raw.max_message_size, invalid)?;
+    nonzero_duration("server.handshake_timeout", raw.handshake_timeout, invalid)?;
+    nonzero_duration("server.write_timeout", raw.write_timeout, invalid)?;
+    let max_frame_size = raw.max_frame_size.unwrap_or(raw.max_message_size);
+    positive("server.max_frame_size", max_frame_size, invalid)?;
+    if max_frame_size > raw.max_message_size {
+        return Err(invalid(
+            "server.max_frame_size",
+            format!(
+                "{max_frame_size} is larger than server.max_message_size ({}); a frame cannot exceed a message",
+                raw.max_message_size
+            ),
+        ));
+    }
+    Ok(ServerConfig {
+        listen,
+        max_connections: raw.max_connections,
+        shutdown_grace: raw.shutdown_grace,
+        handshake_timeout: raw.handshake_timeout,
+        max_message_size: raw.max_message_size,
+        max_frame_size,
+        outbound_queue: raw.outbound_queue,
+        write_timeout: raw.write_timeout,
+    })
+}
+
+fn publish(raw: RawPublish, source: &Path, invalid: &Invalid) -> Result<PublishConfig, ConfigError> {
+    check_path(&raw.path).map_err(|r| invalid("publish.path", r))?;
+    let token = match (raw.token, raw.token_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "publish.token_file",
+                "set either publish.token or publish.token_file, not both".into(),
+            ));
+        }
+        (Some(t), None) => Some(t),
+        (None, Some(file)) => {
+            // A relative token_file is relative to the config file, like an include.
+            let file = match source.parent() {
+                Some(dir) if file.is_relative() => dir.join(file),
+                _ => file,
+            };
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                invalid(
+                    "publish.token_file",
+                    format!("cannot read `{}`: {e}", file.display()),
+                )
+            })?;
+            Some(text.trim().to_owned())
+        }
+        (None, None) => None,
+    };
+    if token.as_deref() == Some("") {
+        return Err(invalid(
+            "publish.token",
+            "is empty; remove it to disable auth, or set a long random secret".into(),
+        ));
+    }
+    let max_body_size = raw.max_body_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+    positive("publish.max_body_size", max_body_size, invalid)?;
+    Ok(PublishConfig {
+        path: raw.path,
+        token,
+        allow_get: raw.allow_get,
+        max_body_size,
+    })
+}
+
+fn policy(name: &str, raw: RawPolicy, invalid: &Invalid) -> Result<Policy, ConfigError> {
+    let key = |field: &str| format!("heartbeat.{name}.{field}");
+    let refuse = |field: &str, why: &str| Err(invalid(&key(field), why.to_owned()));
+    let interval = raw.ping_interval.unwrap_or(DEFAULT_PING_INTERVAL);
+    if raw.ping_interval.is_some() {
+        nonzero_duration(&key("ping_interval"), interval, invalid)?;
+    }
+    let liveness = match raw.strategy {
+        Strategy::None => {
+            if raw.ping_interval.is_some() || raw.ping_timeout.is_some() || raw.max_missed.is_some() {
+                return refuse(
+                    "strategy",
+                    "is `none`, which sends no pings: remove ping_interval, ping_timeout and max_missed",
+                );
+            }
+            return Ok(Policy {
+                name: name.to_owned(),
+                strategy: Strategy::None,
+                ping_interval: None,
+                liveness: Liveness::Never,
+            });
+        }
+        Strategy::Protocol => {
+            if raw.max_missed.is_some() {
+                return refuse(
+                    "max_missed",
+                    "applies to strategy `json-gzip`; `protocol` closes a peer silent for ping_timeout",
+                );
+            }
+            // Tornado's default: three intervals.
+            let timeout = raw.ping_timeout.unwrap_or(interval * 3);
+            nonzero_duration(&key("ping_timeout"), timeout, invalid)?;
+            Liveness::Timeout(timeout)
+        }
+        Strategy::JsonGzip => {
+            if raw.ping_timeout.is_some() {
+                return refuse(
+                    "ping_timeout",
+                    "applies to strategy `protocol`; `json-gzip` closes a peer after max_missed unanswered pings",
+                );
+            }
+            let missed = raw.max_missed.unwrap_or(DEFAULT_MAX_MISSED);
+            let missed = NonZeroU32::new(missed).ok_or_else(|| {
+                invalid(&key("max_missed"), "must be at least 1 (the seed uses 2)".into())
+            })?;
+            Liveness::MaxMissed(missed)
+        }
+    };
+    Ok(Policy {
+        name: name.to_owned(),
+        strategy: raw.strategy,
+        ping_interval: Some(interval),
+        liveness,
+    })
+}
+
+fn positive(key: &str, value: usize, invalid: &Invalid) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be greater than 0".into()));
+    }
+    Ok(())
+}
+
+fn nonzero_duration(key: &str, value: Duration, invalid: &Invalid) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(invalid(key, "must be greater than 0, e.g. \"5s\" or \"250ms\"".into()));
+    }
+    Ok(())
+}
+
+fn check_path(path: &str) -> Result<(), String> {
+    let ok = path.starts_with('/')
+        && path.len() <= 256
+        && !path.contains(['?', '#'])
+        && path.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{path}` is not a URL path: it must start with `/` and hold no spaces, `?` or `#`"
+        ))
+    }
+}
+
+/// Channel names: what publishers may target, from the config or a request.
+pub fn check_channel(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CHANNEL_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_.:-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a channel name: use 1 to {MAX_CHANNEL_LEN} characters from A-Z a-z 0-9 / _ . : -"
+        ))
+    }
+}

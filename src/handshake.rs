@@ -1,0 +1,150 @@
+//! The WebSocket upgrade: validate the request, check origin and limits, answer 101,
+//! then hand the upgraded socket to the supervisor.
+//!
+//! Every refusal happens here, before a connection exists, with a status and a
+//! one-line reason that says how to fix the request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::{Instrument, debug, debug_span};
+
+use crate::config::{Config, RouteConfig};
+use crate::http::{self, Body};
+use crate::server::State;
+use crate::supervisor::{self, Session};
+
+/// The only WebSocket version there is (RFC 6455).
+const VERSION: &str = "13";
+
+/// Answers an HTTP request for a WebSocket route.
+pub fn upgrade(
+    state: &Arc<State>,
+    config: &Config,
+    route: &Arc<RouteConfig>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let headers = req.headers();
+    if req.method() != Method::GET {
+        return http::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is a WebSocket endpoint: open it with GET and Upgrade: websocket", route.path),
+        );
+    }
+    if !has_token(headers, header::CONNECTION, "upgrade") || !has_token(headers, header::UPGRADE, "websocket") {
+        let mut res = http::error(
+            StatusCode::UPGRADE_REQUIRED,
+            format!(
+                "{} is a WebSocket endpoint: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket)",
+                route.path
+            ),
+        );
+        res.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return res;
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(VERSION.as_bytes()) {
+        let mut res = http::error(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported Sec-WebSocket-Version: this server speaks version 13 (RFC 6455)",
+        );
+        res.headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(VERSION));
+        return res;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|k| k.len() == 24) else {
+        return http::error(
+            StatusCode::BAD_REQUEST,
+            "missing or malformed Sec-WebSocket-Key (24 base64 characters)",
+        );
+    };
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !route.origins.allows(origin, host) {
+        return http::error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "origin `{}` may not connect to {}: add it to `origins` of this [[route]]",
+                origin.unwrap_or_default(),
+                route.path
+            ),
+        );
+    }
+    let Some(slot) = state.slots.try_claim(config.server.max_connections) else {
+        let mut res = http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "server full: {} connections (server.max_connections); retry later",
+                config.server.max_connections
+            ),
+        );
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return res;
+    };
+    let Some(live) = state.hub.route(&route.path) else {
+        return http::error(StatusCode::NOT_FOUND, format!("no route at {}", route.path));
+    };
+
+    let accept = derive_accept_key(key.as_bytes());
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.server.max_message_size))
+        .max_frame_size(Some(config.server.max_frame_size))
+        // Small buffers: most connections idle, and memory per connection is what scales.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(config.server.max_message_size.max(config.publish.max_body_size) * 2 + 4096);
+    let (conn, registration) = state.hub.register(&live, peer);
+    let session = Session {
+        conn,
+        route: live,
+        settings: route.clone(),
+        broker: state.broker.clone(),
+        write_timeout: config.server.write_timeout,
+        close_grace: config.server.shutdown_grace,
+        shutdown: state.shutdown.clone(),
+    };
+    let span = debug_span!("conn", id = session.conn.id, %peer, route = %route.path);
+    state.tracker.spawn(
+        async move {
+            let _slot = slot;
+            let _registration = registration;
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => u,
+                Err(err) => {
+                    debug!(error = %err, "upgrade failed");
+                    return;
+                }
+            };
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+            debug!("open");
+            let ended = supervisor::supervise(ws, session).await;
+            debug!(code = ended.code, reason = %ended.reason, "closed");
+        }
+        .instrument(span),
+    );
+
+    let mut res = Response::new(Body::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// Whether a comma-separated header holds `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}

@@ -1,0 +1,28 @@
+//! heartwire: a WebSocket push daemon.
+//!
+//! Clients connect to WebSocket routes; backends publish to them over HTTP; pluggable
+//! heartbeats find dead peers. One port serves HTTP and WebSocket upgrades.
+//!
+//! Reading order: [`config`] (what ops write) → [`server`] (accept, dispatch, shutdown)
+//! → [`handshake`] → [`supervisor`] (one connection) → [`heartbeat`] (strategies) →
+//! [`hub`] / [`broker`] (fan-out) → [`publish`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod close;
+pub mod config;
+pub mod handshake;
+pub mod heartbeat;
+pub mod http;
+pub mod hub;
+pub mod logging;
+pub mod origin;
+pub mod publish;
+pub mod reload;
+pub mod server;
+pub mod signals;
+pub mod supervisor;
+
+pub use server::run;

@@ -1,0 +1,124 @@
+//! The `heartwire` binary: CLI, logging, signals, bind, then [`heartwire::run`].
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use heartwire::config::{self, Config};
+use heartwire::{logging, signals};
+
+/// Where the config is read from when `--config` is not given and this exists.
+const SYSTEM_CONFIG: &str = "/etc/heartwire/heartwire.toml";
+/// The shipped default, used from a source checkout.
+const LOCAL_CONFIG: &str = "config/heartwire.toml";
+
+/// A WebSocket push daemon with pluggable heartbeats.
+///
+/// Exit codes: 0 clean exit; 1 runtime failure (e.g. cannot listen); 2 invalid config or usage.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file [default: /etc/heartwire/heartwire.toml if it exists, else config/heartwire.toml]
+    #[arg(long, short, global = true, env = "HEARTWIRE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config (file plus HEARTWIRE_* environment) and exit 0, or 2 with the error.
+    Check {
+        /// Also print the effective config, secrets redacted.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli.config.unwrap_or_else(|| {
+        if Path::new(SYSTEM_CONFIG).exists() {
+            SYSTEM_CONFIG.into()
+        } else {
+            LOCAL_CONFIG.into()
+        }
+    });
+    let config = match config::load(&path) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("heartwire: invalid config: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Check { print }) = cli.command {
+        if print {
+            match config::effective_toml(&path) {
+                Ok(text) => print!("{text}"),
+                Err(err) => {
+                    eprintln!("heartwire: {err}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        eprintln!("heartwire: {} is valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let logging = match logging::init(&config.log) {
+        Ok(l) => l,
+        Err(err) => {
+            eprintln!("heartwire: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("heartwire: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, path, logging)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err:#}");
+            eprintln!("heartwire: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, path: PathBuf, logging: logging::Logging) -> anyhow::Result<()> {
+    let signals = signals::register().context("cannot install signal handlers")?;
+    let handle = signals.handle();
+    let mut listeners = Vec::with_capacity(config.server.listen.len());
+    for addr in &config.server.listen {
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {addr} (server.listen in {}): is another process using it?",
+                path.display()
+            )
+        })?;
+        listeners.push(listener);
+    }
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let shutdown = CancellationToken::new();
+    let on_reload = move |c: &Config| {
+        if let Err(err) = logging.set_level(&c.log.level) {
+            error!("{err:#}");
+        }
+    };
+    let signal_task = tokio::spawn(signals::handle(signals, path, config_tx, shutdown.clone(), on_reload));
+    let result = heartwire::run(listeners, config_rx, shutdown.clone()).await;
+    shutdown.cancel();
+    handle.close();
+    let _ = signal_task.await;
+    result
+}

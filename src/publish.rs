@@ -1,0 +1,179 @@
+//! The backend's HTTP publish endpoint.
+//!
+//! `POST <path>?channel=NAME` with the message as the body (text/plain and
+//! application/json become text frames, application/octet-stream binary), or the
+//! Tornado-style `GET <path>?msg=M[&channel=NAME]`. No channel means every route.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use subtle::ConstantTimeEq;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::broker::Broker;
+use crate::config::{PublishConfig, check_channel};
+use crate::http::{self, Body};
+use crate::hub::{DeliveryError, Target};
+
+/// Handles one publish request.
+pub async fn handle(
+    broker: &dyn Broker,
+    config: &PublishConfig,
+    body_timeout: Duration,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    match publish(broker, config, body_timeout, req).await {
+        Ok(queued) => http::json(StatusCode::OK, &serde_json::json!({ "queued": queued })),
+        Err(res) => res,
+    }
+}
+
+async fn publish(
+    broker: &dyn Broker,
+    config: &PublishConfig,
+    body_timeout: Duration,
+    req: Request<Incoming>,
+) -> Result<usize, Response<Body>> {
+    authorize(config, req.headers())?;
+    let mut channel = None;
+    let mut msg = None;
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
+        match &*k {
+            "channel" => channel = Some(v.into_owned()),
+            "msg" => msg = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let target = match channel {
+        None => Target::All,
+        Some(name) => {
+            check_channel(&name).map_err(|r| http::error(StatusCode::BAD_REQUEST, r))?;
+            Target::Channel(name)
+        }
+    };
+    let message = match *req.method() {
+        Method::GET if config.allow_get => {
+            let text = msg.ok_or_else(|| {
+                http::error(StatusCode::BAD_REQUEST, "missing `msg` query parameter: GET <path>?msg=TEXT")
+            })?;
+            Message::text(text)
+        }
+        Method::GET => {
+            return Err(http::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "GET publishing is off (publish.allow_get = false): POST the message as the body",
+            ));
+        }
+        Method::POST => read_message(config, body_timeout, req).await?,
+        _ => {
+            let mut res = http::error(StatusCode::METHOD_NOT_ALLOWED, "publish with POST (or GET ?msg=)");
+            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            return Err(res);
+        }
+    };
+    broker.publish(&target, message).map_err(|err| match err {
+        DeliveryError::UnknownChannel(_) => http::error(StatusCode::NOT_FOUND, err.to_string()),
+    })
+}
+
+fn authorize(config: &PublishConfig, headers: &hyper::HeaderMap) -> Result<(), Response<Body>> {
+    let Some(token) = &config.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => {
+            let mut res = http::error(
+                StatusCode::UNAUTHORIZED,
+                "missing token: send Authorization: Bearer <publish.token>",
+            );
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(res)
+        }
+        Some(given) if bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+        Some(_) => Err(http::error(StatusCode::FORBIDDEN, "wrong token")),
+    }
+}
+
+/// Reads a POST body within the size and time limits and types it by Content-Type.
+async fn read_message(
+    config: &PublishConfig,
+    body_timeout: Duration,
+    req: Request<Incoming>,
+) -> Result<Message, Response<Body>> {
+    let too_large = || {
+        http::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {} bytes (publish.max_body_size)", config.max_body_size),
+        )
+    };
+    let mime = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_else(|| "text/plain".into());
+    let kind = match mime.as_str() {
+        "application/json" => Kind::Json,
+        "application/octet-stream" => Kind::Binary,
+        m if m.starts_with("text/") => Kind::Text,
+        other => {
+            return Err(http::error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type `{other}` not supported: use text/plain, application/json or application/octet-stream"
+                ),
+            ));
+        }
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body_size as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), config.max_body_size);
+    let bytes: Bytes = match tokio::time::timeout(body_timeout, body.collect()).await {
+        Err(_) => return Err(http::error(StatusCode::REQUEST_TIMEOUT, "body not received in time")),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(_)) => return Err(http::error(StatusCode::BAD_REQUEST, "could not read the body")),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let not_utf8 = || {
+        http::error(
+            StatusCode::BAD_REQUEST,
+            "body is not valid UTF-8: send binary data as application/octet-stream",
+        )
+    };
+    match kind {
+        Kind::Binary => Ok(Message::Binary(bytes)),
+        Kind::Text => {
+            let text = String::from_utf8(bytes.into()).map_err(|_| not_utf8())?;
+            Ok(Message::text(text))
+        }
+        Kind::Json => {
+            if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                return Err(http::error(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {err}")));
+            }
+            let text = String::from_utf8(bytes.into()).map_err(|_| not_utf8())?;
+            Ok(Message::text(text))
+        }
+    }
+}
+
+enum Kind {
+    Text,
+    Json,
+    Binary,
+}

@@ -1,0 +1,48 @@
+//! Unix signals: SIGHUP reloads the config; SIGTERM, SIGINT and SIGQUIT shut down.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook_tokio::Signals;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::reload;
+
+/// Registers the handlers. Call before serving, so no signal is missed.
+pub fn register() -> std::io::Result<Signals> {
+    Signals::new([SIGHUP, SIGTERM, SIGINT, SIGQUIT])
+}
+
+/// Turns signals into actions until shutdown. `on_reload` runs after each accepted reload.
+pub async fn handle(
+    mut signals: Signals,
+    path: PathBuf,
+    config_tx: watch::Sender<Arc<Config>>,
+    shutdown: CancellationToken,
+    on_reload: impl Fn(&Config),
+) {
+    loop {
+        let signal = tokio::select! {
+            () = shutdown.cancelled() => return,
+            s = signals.next() => match s {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        if signal == SIGHUP {
+            info!(file = %path.display(), "SIGHUP: reloading config");
+            if reload::reload(&path, &config_tx) {
+                on_reload(&config_tx.borrow());
+            }
+        } else {
+            info!(signal, "shutdown requested");
+            shutdown.cancel();
+            return;
+        }
+    }
+}

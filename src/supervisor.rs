@@ -1,0 +1,292 @@
+//! One connection's life: welcome, inbound messages, fan-out, heartbeat and close.
+//!
+//! The loop `select!`s over cancel-safe futures only (cancellation, the heartbeat
+//! deadline, the next client frame, the route's fan-out, the heartbeat pulse); writes
+//! happen in arm bodies, each bounded by `write_timeout`. It knows nothing
+//! strategy-specific: the [`Heartbeat`] it gets from the pulse classifies traffic and
+//! [`PeerBeat`] keeps the liveness books.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::{self, Instant};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::debug;
+
+use crate::broker::Broker;
+use crate::close;
+use crate::config::{OnMessage, RouteConfig};
+use crate::heartbeat::{Heartbeat, Inbound, Liveness, PeerBeat, TickAction};
+use crate::hub::{Conn, Route, Target};
+
+/// Most queued messages written before one flush.
+const BATCH: usize = 64;
+/// How long a close waits for the peer's answer when the server closes for a fault.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Everything a connection needs, fixed at its handshake.
+pub struct Session {
+    /// Its registry entry (id, peer, cancellation).
+    pub conn: Conn,
+    /// The live route it belongs to.
+    pub route: Arc<Route>,
+    /// The route's settings when it connected (welcome, prefixes, handler).
+    pub settings: Arc<RouteConfig>,
+    /// Where relayed messages go.
+    pub broker: Arc<dyn Broker>,
+    /// Longest a write may block.
+    pub write_timeout: Duration,
+    /// How long a shutdown close waits for the peer's answer.
+    pub close_grace: Duration,
+    /// The daemon's shutdown signal, to tell shutdown from a removed route.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// How a connection ended, for the log.
+#[derive(Debug)]
+pub struct Ended {
+    /// Close code sent by the server, if it closed.
+    pub code: Option<u16>,
+    /// Why.
+    pub reason: String,
+}
+
+enum Step {
+    Continue,
+    Close(u16, String, Duration),
+    Gone(String),
+}
+
+/// Runs a connection until it closes.
+pub async fn supervise<S>(mut ws: WebSocketStream<S>, s: Session) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut outbound = s.route.subscribe();
+    let mut pulse = s.route.pulse.subscribe();
+    let mut heartbeat = pulse.borrow_and_update().policy.clone();
+    let mut beat = PeerBeat::default();
+
+    if let Some(welcome) = &s.settings.welcome {
+        if let Step::Gone(why) = write(&mut ws, [Message::text(welcome.as_str())], s.write_timeout).await {
+            return Ended { code: None, reason: why };
+        }
+    }
+
+    let step = loop {
+        let rule = heartbeat.as_ref().map_or(Liveness::Never, |(_, h)| h.liveness());
+        let deadline = beat.deadline();
+        let step = tokio::select! {
+            biased;
+            () = s.conn.token.cancelled() => Step::Close(
+                close::GOING_AWAY,
+                if s.shutdown.is_cancelled() {
+                    "server shutting down".into()
+                } else {
+                    "route removed from config".into()
+                },
+                s.close_grace,
+            ),
+            () = sleep_until(deadline) => Step::Close(
+                close::HEARTBEAT_TIMEOUT,
+                "heartbeat timeout".into(),
+                Duration::ZERO,
+            ),
+            frame = ws.next() => match frame {
+                None => Step::Gone("closed by peer".into()),
+                Some(Ok(msg)) => {
+                    beat.on_frame(rule);
+                    inbound(&mut ws, &s, heartbeat.as_ref().map(|(_, h)| h.as_ref()), &mut beat, msg).await
+                }
+                Some(Err(err)) => read_error(err),
+            },
+            msg = outbound.recv() => match msg {
+                Ok(msg) => {
+                    let mut batch = vec![msg];
+                    let mut lagged = None;
+                    while batch.len() < BATCH {
+                        match outbound.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(TryRecvError::Lagged(n)) => { lagged = Some(n); break }
+                            Err(_) => break,
+                        }
+                    }
+                    match (write(&mut ws, batch, s.write_timeout).await, lagged) {
+                        (Step::Continue, Some(n)) => slow(n),
+                        (step, _) => step,
+                    }
+                }
+                Err(RecvError::Lagged(n)) => slow(n),
+                Err(RecvError::Closed) => Step::Close(close::GOING_AWAY, "route removed".into(), s.close_grace),
+            },
+            changed = pulse.changed() => match changed {
+                Err(_) => Step::Close(close::GOING_AWAY, "route removed".into(), s.close_grace),
+                Ok(()) => {
+                    let now = pulse.borrow_and_update().clone();
+                    let same_rule = now.policy.as_ref().map(|(_, h)| (h.strategy(), h.liveness()))
+                        == heartbeat.as_ref().map(|(_, h)| (h.strategy(), h.liveness()));
+                    if !same_rule {
+                        beat.reset();
+                    }
+                    heartbeat = now.policy;
+                    match (now.ping, &heartbeat) {
+                        (Some(ping), Some((_, h))) => match beat.on_tick(h.liveness(), ping.token, Instant::now().into_std()) {
+                            TickAction::Send => write(&mut ws, [ping.message], s.write_timeout).await,
+                            TickAction::Dead { missed } => Step::Close(
+                                close::HEARTBEAT_TIMEOUT,
+                                format!("heartbeat timeout: {missed} pings unanswered"),
+                                Duration::ZERO,
+                            ),
+                        },
+                        _ => Step::Continue,
+                    }
+                }
+            },
+        };
+        if !matches!(step, Step::Continue) {
+            break step;
+        }
+    };
+
+    match step {
+        Step::Close(code, reason, wait) => {
+            if code == close::HEARTBEAT_TIMEOUT {
+                debug!(
+                    policy = heartbeat.as_ref().map(|(n, _)| n.as_ref()),
+                    strategy = heartbeat.as_ref().map(|(_, h)| h.strategy().as_str()),
+                    missed = beat.missed(),
+                    last_rtt_ms = beat.last_rtt().map(|d| d.as_secs_f64() * 1e3),
+                    "peer declared dead"
+                );
+            }
+            close_with(&mut ws, code, &reason, wait.max(CLOSE_WAIT.min(s.close_grace))).await;
+            Ended { code: Some(code), reason }
+        }
+        Step::Gone(reason) => Ended { code: None, reason },
+        Step::Continue => Ended { code: None, reason: String::new() },
+    }
+}
+
+fn slow(lagged: u64) -> Step {
+    Step::Close(
+        close::SLOW_CONSUMER,
+        format!("slow consumer: fell {lagged} messages behind; read faster or reconnect"),
+        Duration::ZERO,
+    )
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles one client message.
+async fn inbound<S>(
+    ws: &mut WebSocketStream<S>,
+    s: &Session,
+    heartbeat: Option<&dyn Heartbeat>,
+    beat: &mut PeerBeat,
+    msg: Message,
+) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match heartbeat.map_or(Inbound::Pass, |h| h.inspect(&msg)) {
+        Inbound::Pong(token) => {
+            beat.on_pong(token, Instant::now().into_std());
+            return Step::Continue;
+        }
+        Inbound::Reply(reply) => return write(ws, [reply], s.write_timeout).await,
+        Inbound::Pass => {}
+    }
+    match msg {
+        // tungstenite queued the Pong; flush it now rather than with the next write.
+        Message::Ping(_) => match time::timeout(s.write_timeout, ws.flush()).await {
+            Ok(Ok(())) => Step::Continue,
+            _ => Step::Gone("write failed".into()),
+        },
+        Message::Text(_) | Message::Binary(_) => match s.settings.on_message {
+            OnMessage::Ignore => Step::Continue,
+            OnMessage::Echo => write(ws, [prefixed(&s.settings.echo_prefix, msg)], s.write_timeout).await,
+            OnMessage::Relay => {
+                let target = Target::Route(s.route.path.clone());
+                // Relay to a route always resolves; the count is not needed here.
+                let _ = s.broker.publish(&target, prefixed(&s.settings.relay_prefix, msg));
+                Step::Continue
+            }
+        },
+        // A client Close is answered by tungstenite; the stream then ends.
+        Message::Pong(_) | Message::Close(_) | Message::Frame(_) => Step::Continue,
+    }
+}
+
+/// `prefix` + `msg`, keeping text as text and binary as binary; no copy when `prefix` is empty.
+fn prefixed(prefix: &str, msg: Message) -> Message {
+    if prefix.is_empty() {
+        return msg;
+    }
+    match msg {
+        Message::Text(text) => Message::text(format!("{prefix}{}", text.as_str())),
+        Message::Binary(data) => {
+            let mut out = BytesMut::with_capacity(prefix.len() + data.len());
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(&data);
+            Message::Binary(Bytes::from(out))
+        }
+        other => other,
+    }
+}
+
+/// Writes `msgs` then flushes once, within `limit`.
+async fn write<S, I>(ws: &mut WebSocketStream<S>, msgs: I, limit: Duration) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    I: IntoIterator<Item = Message>,
+{
+    let result = time::timeout(limit, async {
+        for msg in msgs {
+            ws.feed(msg).await?;
+        }
+        ws.flush().await
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => Step::Continue,
+        Ok(Err(err)) => Step::Gone(format!("write failed: {err}")),
+        Err(_) => Step::Gone(format!("write blocked for more than {limit:?}: client not reading")),
+    }
+}
+
+/// Maps a read error to the close code RFC 6455 asks for.
+fn read_error(err: tungstenite::Error) -> Step {
+    use tungstenite::Error as E;
+    let (code, reason) = match &err {
+        E::ConnectionClosed | E::AlreadyClosed => return Step::Gone("closed by peer".into()),
+        E::Io(e) => return Step::Gone(format!("read failed: {e}")),
+        E::Protocol(p) => (close::PROTOCOL_ERROR, format!("protocol error: {p}")),
+        E::Capacity(c) => (close::TOO_BIG, format!("{c}")),
+        E::Utf8(_) => (close::INVALID_PAYLOAD, "text message is not valid UTF-8".into()),
+        other => (close::PROTOCOL_ERROR, other.to_string()),
+    };
+    Step::Close(code, reason, Duration::ZERO)
+}
+
+/// Sends a close frame and waits up to `wait` for the peer's, then gives up the socket.
+async fn close_with<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str, wait: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = time::timeout(wait, async {
+        if ws.close(Some(close::frame(code, reason))).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
