@@ -350,9 +350,17 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     strategy: Strategy,
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     ping_interval: Option<Duration>,
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     ping_timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_missed: Option<u32>,
@@ -447,11 +455,27 @@ fn parse_error(path: &Path, err: figment::Error) -> ConfigError {
             if e.path.is_empty() {
                 format!("{origin}: {}", e.kind)
             } else {
-                format!("{origin}: `{}`: {}", e.path.join("."), e.kind)
+                format!("{origin}: `{}`: {}", dotted(&e.path), e.kind)
             }
         })
         .collect();
     ConfigError::Parse(lines.join("\n"))
+}
+
+/// `["route", "0", "path"]` -> `route[0].path`, the spelling validation errors use too.
+fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 impl Config {
@@ -466,7 +490,13 @@ impl Config {
 
         let server = server(raw.server, &invalid)?;
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
-            return Err(invalid("log.level", format!("`{}` is not a log filter ({err}); use error, warn, info, debug or trace", raw.log.level)));
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "`{}` is not a log filter ({err}); use error, warn, info, debug or trace",
+                    raw.log.level
+                ),
+            ));
         }
         let publish = publish(raw.publish, source, &invalid)?;
 
@@ -484,7 +514,10 @@ impl Config {
             if !paths.insert(raw.path.clone()) {
                 return Err(invalid(
                     &key("path"),
-                    format!("`{}` is already used by another route or by [publish]", raw.path),
+                    format!(
+                        "`{}` is already used by another route or by [publish]",
+                        raw.path
+                    ),
                 ));
             }
             let origins = match raw.origins {
@@ -611,7 +644,11 @@ fn server(raw: RawServer, invalid: &Invalid) -> Result<ServerConfig, ConfigError
     })
 }
 
-fn publish(raw: RawPublish, source: &Path, invalid: &Invalid) -> Result<PublishConfig, ConfigError> {
+fn publish(
+    raw: RawPublish,
+    source: &Path,
+    invalid: &Invalid,
+) -> Result<PublishConfig, ConfigError> {
     check_path(&raw.path).map_err(|r| invalid("publish.path", r))?;
     let token = match (raw.token, raw.token_file) {
         (Some(_), Some(_)) => {
@@ -662,7 +699,8 @@ fn policy(name: &str, raw: RawPolicy, invalid: &Invalid) -> Result<Policy, Confi
     }
     let liveness = match raw.strategy {
         Strategy::None => {
-            if raw.ping_interval.is_some() || raw.ping_timeout.is_some() || raw.max_missed.is_some() {
+            if raw.ping_interval.is_some() || raw.ping_timeout.is_some() || raw.max_missed.is_some()
+            {
                 return refuse(
                     "strategy",
                     "is `none`, which sends no pings: remove ping_interval, ping_timeout and max_missed",
@@ -696,7 +734,10 @@ fn policy(name: &str, raw: RawPolicy, invalid: &Invalid) -> Result<Policy, Confi
             }
             let missed = raw.max_missed.unwrap_or(DEFAULT_MAX_MISSED);
             let missed = NonZeroU32::new(missed).ok_or_else(|| {
-                invalid(&key("max_missed"), "must be at least 1 (the seed uses 2)".into())
+                invalid(
+                    &key("max_missed"),
+                    "must be at least 1 (the seed uses 2)".into(),
+                )
             })?;
             Liveness::MaxMissed(missed)
         }
@@ -718,7 +759,10 @@ fn positive(key: &str, value: usize, invalid: &Invalid) -> Result<(), ConfigErro
 
 fn nonzero_duration(key: &str, value: Duration, invalid: &Invalid) -> Result<(), ConfigError> {
     if value.is_zero() {
-        return Err(invalid(key, "must be greater than 0, e.g. \"5s\" or \"250ms\"".into()));
+        return Err(invalid(
+            key,
+            "must be greater than 0, e.g. \"5s\" or \"250ms\"".into(),
+        ));
     }
     Ok(())
 }

@@ -36,10 +36,15 @@ pub fn upgrade(
     if req.method() != Method::GET {
         return http::error(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} is a WebSocket endpoint: open it with GET and Upgrade: websocket", route.path),
+            format!(
+                "{} is a WebSocket endpoint: open it with GET and Upgrade: websocket",
+                route.path
+            ),
         );
     }
-    if !has_token(headers, header::CONNECTION, "upgrade") || !has_token(headers, header::UPGRADE, "websocket") {
+    if !has_token(headers, header::CONNECTION, "upgrade")
+        || !has_token(headers, header::UPGRADE, "websocket")
+    {
         let mut res = http::error(
             StatusCode::UPGRADE_REQUIRED,
             format!(
@@ -47,19 +52,29 @@ pub fn upgrade(
                 route.path
             ),
         );
-        res.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        res.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         return res;
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(VERSION.as_bytes()) {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(VERSION.as_bytes())
+    {
         let mut res = http::error(
             StatusCode::UPGRADE_REQUIRED,
             "unsupported Sec-WebSocket-Version: this server speaks version 13 (RFC 6455)",
         );
-        res.headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(VERSION));
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static(VERSION),
+        );
         return res;
     }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|k| k.len() == 24) else {
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| k.len() == 24)
+    else {
         return http::error(
             StatusCode::BAD_REQUEST,
             "missing or malformed Sec-WebSocket-Key (24 base64 characters)",
@@ -85,7 +100,8 @@ pub fn upgrade(
                 config.server.max_connections
             ),
         );
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return res;
     };
     let Some(live) = state.hub.route(&route.path) else {
@@ -99,7 +115,14 @@ pub fn upgrade(
         // Small buffers: most connections idle, and memory per connection is what scales.
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .max_write_buffer_size(config.server.max_message_size.max(config.publish.max_body_size) * 2 + 4096);
+        .max_write_buffer_size(
+            config
+                .server
+                .max_message_size
+                .max(config.publish.max_body_size)
+                * 2
+                + 4096,
+        );
     let (conn, registration) = state.hub.register(&live, peer);
     let session = Session {
         conn,
@@ -122,7 +145,12 @@ pub fn upgrade(
                     return;
                 }
             };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(ws_config),
+            )
+            .await;
             debug!("open");
             let ended = supervisor::supervise(ws, session).await;
             debug!(code = ended.code, reason = %ended.reason, "closed");

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
 /// Every response body heartwire sends is small and in memory.
@@ -32,4 +32,38 @@ pub fn text(status: StatusCode, body: Bytes, content_type: &str) -> Response<Bod
         res.headers_mut().insert(CONTENT_TYPE, v);
     }
     res
+}
+
+/// A refused request: status, one-line reason, and at most one extra header.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    reason: String,
+    header: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    /// Refuses with `status` and `reason`.
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            header: None,
+        }
+    }
+
+    /// Adds a header to the response (`Allow`, `WWW-Authenticate`, ...).
+    pub fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
+        self.header = Some((name, HeaderValue::from_static(value)));
+        self
+    }
+
+    /// The response.
+    pub fn into_response(self) -> Response<Body> {
+        let mut res = error(self.status, self.reason);
+        if let Some((name, value)) = self.header {
+            res.headers_mut().insert(name, value);
+        }
+        res
+    }
 }

@@ -153,7 +153,10 @@ impl Hub {
                     Arc::new(Route::new(rc.path.clone(), config.server.outbound_queue))
                 }
             };
-            channels.entry(rc.channel.clone()).or_default().push(route.clone());
+            channels
+                .entry(rc.channel.clone())
+                .or_default()
+                .push(route.clone());
             routes.insert(rc.path.clone(), route);
         }
         for (path, gone) in table.routes.drain() {

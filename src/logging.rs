@@ -21,7 +21,9 @@ impl Logging {
     /// Applies a new `[log] level` (format and dir need a restart).
     pub fn set_level(&self, level: &str) -> anyhow::Result<()> {
         let filter = EnvFilter::try_new(level).with_context(|| format!("log.level `{level}`"))?;
-        self.filter.reload(filter).context("cannot change the log level")
+        self.filter
+            .reload(filter)
+            .context("cannot change the log level")
     }
 }
 
@@ -31,7 +33,8 @@ pub fn init(config: &LogConfig) -> anyhow::Result<Logging> {
     let filter = EnvFilter::try_new(&level).with_context(|| format!("log.level `{level}`"))?;
     let (filter, handle) = reload::Layer::new(filter);
 
-    let mut layers: Vec<Box<dyn Layer<_> + Send + Sync>> = vec![fmt_layer(config.format, std::io::stderr)];
+    let mut layers: Vec<Box<dyn Layer<_> + Send + Sync>> =
+        vec![fmt_layer(config.format, std::io::stderr)];
     let mut guard = None;
     if let Some(dir) = &config.dir {
         let roll = match config.rotation {
@@ -44,10 +47,14 @@ pub fn init(config: &LogConfig) -> anyhow::Result<Logging> {
             .filename_prefix("heartwire")
             .filename_suffix("log")
             .build(dir)
-            .with_context(|| format!("log.dir `{}`: cannot write log files there", dir.display()))?;
+            .with_context(|| {
+                format!("log.dir `{}`: cannot write log files there", dir.display())
+            })?;
         let (writer, g) = tracing_appender::non_blocking(appender);
         guard = Some(g);
-        let file = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(writer);
+        let file = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer);
         layers.push(match config.format {
             LogFormat::Text => file.boxed(),
             LogFormat::Json => file.json().boxed(),
@@ -69,7 +76,11 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    // Colour only on a terminal: the journal and log shippers want plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(writer);
     match format {
         LogFormat::Text => layer.boxed(),
         LogFormat::Json => layer.json().boxed(),

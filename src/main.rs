@@ -115,7 +115,13 @@ async fn serve(config: Config, path: PathBuf, logging: logging::Logging) -> anyh
             error!("{err:#}");
         }
     };
-    let signal_task = tokio::spawn(signals::handle(signals, path, config_tx, shutdown.clone(), on_reload));
+    let signal_task = tokio::spawn(signals::handle(
+        signals,
+        path,
+        config_tx,
+        shutdown.clone(),
+        on_reload,
+    ));
     let result = heartwire::run(listeners, config_rx, shutdown.clone()).await;
     shutdown.cancel();
     handle.close();

@@ -44,19 +44,27 @@ impl OriginPattern {
         };
         let lower = text.to_ascii_lowercase();
         let (scheme, rest) = lower.split_once("://").ok_or_else(bad)?;
-        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        {
             return Err(bad());
         }
         let (host, port) = split_port(rest).ok_or_else(bad)?;
         let host_ok = |h: &str| {
-            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
         };
         match host.strip_prefix('*') {
-            Some(domain) if domain.starts_with('.') && host_ok(&domain[1..]) => Ok(Self::Subdomains {
-                scheme: format!("{scheme}://"),
-                suffix: domain.to_owned(),
-                port: port.to_owned(),
-            }),
+            Some(domain) if domain.starts_with('.') && host_ok(&domain[1..]) => {
+                Ok(Self::Subdomains {
+                    scheme: format!("{scheme}://"),
+                    suffix: domain.to_owned(),
+                    port: port.to_owned(),
+                })
+            }
             Some(_) => Err(bad()),
             None if host_ok(host) => Ok(Self::Exact(lower)),
             None => Err(bad()),
@@ -68,7 +76,11 @@ impl OriginPattern {
         match self {
             Self::Any => true,
             Self::Exact(exact) => origin == exact,
-            Self::Subdomains { scheme, suffix, port } => {
+            Self::Subdomains {
+                scheme,
+                suffix,
+                port,
+            } => {
                 let Some(rest) = origin.strip_prefix(scheme.as_str()) else {
                     return false;
                 };
@@ -124,21 +136,45 @@ mod tests {
     use proptest::prelude::*;
 
     fn list(patterns: &[&str]) -> Origins {
-        Origins::List(patterns.iter().map(|p| OriginPattern::parse(p).unwrap()).collect())
+        Origins::List(
+            patterns
+                .iter()
+                .map(|p| OriginPattern::parse(p).unwrap())
+                .collect(),
+        )
     }
 
     #[test]
     fn matching_table() {
         let cases: &[(&Origins, Option<&str>, Option<&str>, bool)] = &[
             (&Origins::SameOrigin, None, Some("a.com"), true),
-            (&Origins::SameOrigin, Some("http://a.com"), Some("a.com"), true),
-            (&Origins::SameOrigin, Some("http://A.com:80"), Some("a.com:80"), true),
-            (&Origins::SameOrigin, Some("http://evil.com"), Some("a.com"), false),
+            (
+                &Origins::SameOrigin,
+                Some("http://a.com"),
+                Some("a.com"),
+                true,
+            ),
+            (
+                &Origins::SameOrigin,
+                Some("http://A.com:80"),
+                Some("a.com:80"),
+                true,
+            ),
+            (
+                &Origins::SameOrigin,
+                Some("http://evil.com"),
+                Some("a.com"),
+                false,
+            ),
             (&Origins::SameOrigin, Some("null"), Some("a.com"), false),
             (&Origins::SameOrigin, Some("http://a.com"), None, false),
         ];
         for (rule, origin, host, want) in cases {
-            assert_eq!(rule.allows(*origin, *host), *want, "{rule:?} {origin:?} {host:?}");
+            assert_eq!(
+                rule.allows(*origin, *host),
+                *want,
+                "{rule:?} {origin:?} {host:?}"
+            );
         }
         let wild = list(&["https://*.example.com", "http://localhost:3000"]);
         for (origin, want) in [
@@ -161,7 +197,14 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused() {
-        for bad in ["example.com", "https://", "https://a.com/path", "https://*example.com", "https://a.com:x", "ftp://a b"] {
+        for bad in [
+            "example.com",
+            "https://",
+            "https://a.com/path",
+            "https://*example.com",
+            "https://a.com:x",
+            "ftp://a b",
+        ] {
             assert!(OriginPattern::parse(bad).is_err(), "{bad}");
         }
     }

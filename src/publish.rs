@@ -9,14 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header;
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::broker::Broker;
 use crate::config::{PublishConfig, check_channel};
-use crate::http::{self, Body};
+use crate::http::{self, Body, Refusal};
 use crate::hub::{DeliveryError, Target};
 
 /// Handles one publish request.
@@ -28,7 +28,7 @@ pub async fn handle(
 ) -> Response<Body> {
     match publish(broker, config, body_timeout, req).await {
         Ok(queued) => http::json(StatusCode::OK, &serde_json::json!({ "queued": queued })),
-        Err(res) => res,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -37,7 +37,7 @@ async fn publish(
     config: &PublishConfig,
     body_timeout: Duration,
     req: Request<Incoming>,
-) -> Result<usize, Response<Body>> {
+) -> Result<usize, Refusal> {
     authorize(config, req.headers())?;
     let mut channel = None;
     let mut msg = None;
@@ -51,36 +51,41 @@ async fn publish(
     let target = match channel {
         None => Target::All,
         Some(name) => {
-            check_channel(&name).map_err(|r| http::error(StatusCode::BAD_REQUEST, r))?;
+            check_channel(&name).map_err(|r| Refusal::new(StatusCode::BAD_REQUEST, r))?;
             Target::Channel(name)
         }
     };
     let message = match *req.method() {
         Method::GET if config.allow_get => {
             let text = msg.ok_or_else(|| {
-                http::error(StatusCode::BAD_REQUEST, "missing `msg` query parameter: GET <path>?msg=TEXT")
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "missing `msg` query parameter: GET <path>?msg=TEXT",
+                )
             })?;
             Message::text(text)
         }
         Method::GET => {
-            return Err(http::error(
+            return Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "GET publishing is off (publish.allow_get = false): POST the message as the body",
             ));
         }
         Method::POST => read_message(config, body_timeout, req).await?,
         _ => {
-            let mut res = http::error(StatusCode::METHOD_NOT_ALLOWED, "publish with POST (or GET ?msg=)");
-            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
-            return Err(res);
+            return Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "publish with POST (or GET ?msg=)",
+            )
+            .with_header(header::ALLOW, "GET, POST"));
         }
     };
     broker.publish(&target, message).map_err(|err| match err {
-        DeliveryError::UnknownChannel(_) => http::error(StatusCode::NOT_FOUND, err.to_string()),
+        DeliveryError::UnknownChannel(_) => Refusal::new(StatusCode::NOT_FOUND, err.to_string()),
     })
 }
 
-fn authorize(config: &PublishConfig, headers: &hyper::HeaderMap) -> Result<(), Response<Body>> {
+fn authorize(config: &PublishConfig, headers: &hyper::HeaderMap) -> Result<(), Refusal> {
     let Some(token) = &config.token else {
         return Ok(());
     };
@@ -89,17 +94,13 @@ fn authorize(config: &PublishConfig, headers: &hyper::HeaderMap) -> Result<(), R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        None => {
-            let mut res = http::error(
-                StatusCode::UNAUTHORIZED,
-                "missing token: send Authorization: Bearer <publish.token>",
-            );
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(res)
-        }
+        None => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "missing token: send Authorization: Bearer <publish.token>",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer")),
         Some(given) if bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) => Ok(()),
-        Some(_) => Err(http::error(StatusCode::FORBIDDEN, "wrong token")),
+        Some(_) => Err(Refusal::new(StatusCode::FORBIDDEN, "wrong token")),
     }
 }
 
@@ -108,11 +109,14 @@ async fn read_message(
     config: &PublishConfig,
     body_timeout: Duration,
     req: Request<Incoming>,
-) -> Result<Message, Response<Body>> {
+) -> Result<Message, Refusal> {
     let too_large = || {
-        http::error(
+        Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {} bytes (publish.max_body_size)", config.max_body_size),
+            format!(
+                "body larger than {} bytes (publish.max_body_size)",
+                config.max_body_size
+            ),
         )
     };
     let mime = req
@@ -125,9 +129,11 @@ async fn read_message(
     let kind = match mime.as_str() {
         "application/json" => Kind::Json,
         "application/octet-stream" => Kind::Binary,
+        // `curl -d msg=...` and HTML forms: the `msg` field, as Tornado's get_argument reads it.
+        "application/x-www-form-urlencoded" => Kind::Form,
         m if m.starts_with("text/") => Kind::Text,
         other => {
-            return Err(http::error(
+            return Err(Refusal::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "Content-Type `{other}` not supported: use text/plain, application/json or application/octet-stream"
@@ -145,35 +151,58 @@ async fn read_message(
     }
     let body = Limited::new(req.into_body(), config.max_body_size);
     let bytes: Bytes = match tokio::time::timeout(body_timeout, body.collect()).await {
-        Err(_) => return Err(http::error(StatusCode::REQUEST_TIMEOUT, "body not received in time")),
+        Err(_) => {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body not received in time",
+            ));
+        }
         Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-        Ok(Err(_)) => return Err(http::error(StatusCode::BAD_REQUEST, "could not read the body")),
+        Ok(Err(_)) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "could not read the body",
+            ));
+        }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let not_utf8 = || {
-        http::error(
+        Refusal::new(
             StatusCode::BAD_REQUEST,
             "body is not valid UTF-8: send binary data as application/octet-stream",
         )
     };
     match kind {
         Kind::Binary => Ok(Message::Binary(bytes)),
-        Kind::Text => {
-            let text = String::from_utf8(bytes.into()).map_err(|_| not_utf8())?;
-            Ok(Message::text(text))
-        }
+        Kind::Form => form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "msg")
+            .map(|(_, v)| Message::text(v.into_owned()))
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "form body has no `msg` field: send msg=TEXT, or the raw message as text/plain",
+                )
+            }),
+        Kind::Text => Utf8Bytes::try_from(bytes)
+            .map(Message::Text)
+            .map_err(|_| not_utf8()),
         Kind::Json => {
             if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-                return Err(http::error(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {err}")));
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not valid JSON: {err}"),
+                ));
             }
-            let text = String::from_utf8(bytes.into()).map_err(|_| not_utf8())?;
-            Ok(Message::text(text))
+            Utf8Bytes::try_from(bytes)
+                .map(Message::Text)
+                .map_err(|_| not_utf8())
         }
     }
 }
 
 enum Kind {
     Text,
+    Form,
     Json,
     Binary,
 }

@@ -34,8 +34,16 @@ pub fn log_changes(old: &Config, new: &Config) {
     let mut changed = Vec::new();
     let old_routes: Vec<&str> = old.routes.iter().map(|r| r.path.as_str()).collect();
     let new_routes: Vec<&str> = new.routes.iter().map(|r| r.path.as_str()).collect();
-    let added: Vec<&str> = new_routes.iter().copied().filter(|p| !old_routes.contains(p)).collect();
-    let removed: Vec<&str> = old_routes.iter().copied().filter(|p| !new_routes.contains(p)).collect();
+    let added: Vec<&str> = new_routes
+        .iter()
+        .copied()
+        .filter(|p| !old_routes.contains(p))
+        .collect();
+    let removed: Vec<&str> = old_routes
+        .iter()
+        .copied()
+        .filter(|p| !new_routes.contains(p))
+        .collect();
     if !added.is_empty() {
         changed.push(format!("routes added: {}", added.join(", ")));
     }
@@ -56,7 +64,12 @@ pub fn log_changes(old: &Config, new: &Config) {
         .iter()
         .filter(|(name, p)| old.heartbeats.get(*name) != Some(*p))
         .map(|(name, _)| name.as_str())
-        .chain(old.heartbeats.keys().filter(|n| !new.heartbeats.contains_key(*n)).map(String::as_str))
+        .chain(
+            old.heartbeats
+                .keys()
+                .filter(|n| !new.heartbeats.contains_key(*n))
+                .map(String::as_str),
+        )
         .collect();
     if !policies.is_empty() {
         changed.push(format!("heartbeat policies: {}", policies.join(", ")));
@@ -70,12 +83,18 @@ pub fn log_changes(old: &Config, new: &Config) {
     if old.log != new.log {
         changed.push("log".into());
     }
-    let summary = if changed.is_empty() { "nothing".to_owned() } else { changed.join("; ") };
+    let summary = if changed.is_empty() {
+        "nothing".to_owned()
+    } else {
+        changed.join("; ")
+    };
     info!(file = %new.source.display(), "config reloaded: {summary}");
     if old.server.listen != new.server.listen {
         warn!("server.listen changed: restart heartwire to listen on the new address(es)");
     }
     if old.server.outbound_queue != new.server.outbound_queue {
-        warn!("server.outbound_queue changed: applies to routes added from now on; restart for the rest");
+        warn!(
+            "server.outbound_queue changed: applies to routes added from now on; restart for the rest"
+        );
     }
 }

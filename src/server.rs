@@ -60,7 +60,9 @@ impl Slots {
     /// Claims a slot if fewer than `max` are open (`max` is read per call, so a reload applies at once).
     pub fn try_claim(self: &Arc<Self>, max: usize) -> Option<Slot> {
         self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| Slot(self.clone()))
     }
@@ -149,7 +151,12 @@ fn apply(state: &State, schedule: &mut Schedule, config: &Config) {
             .routes
             .iter()
             .filter(|r| r.heartbeat.as_deref() == Some(policy.name.as_str()))
-            .filter_map(|r| state.hub.route(&r.path).map(|live| (r.path.clone(), live.pulse.clone())))
+            .filter_map(|r| {
+                state
+                    .hub
+                    .route(&r.path)
+                    .map(|live| (r.path.clone(), live.pulse.clone()))
+            })
             .collect();
         if !routes.is_empty() {
             wanted.push((policy.clone(), routes));
@@ -227,9 +234,16 @@ async fn dispatch(state: &Arc<State>, peer: SocketAddr, req: Request<Incoming>) 
     }
     if let Some(page) = config.statics.iter().find(|s| s.path == path) {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return http::error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET only"));
+            return http::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} answers GET only"),
+            );
         }
-        return http::text(StatusCode::OK, Bytes::from(page.body.clone()), &page.content_type);
+        return http::text(
+            StatusCode::OK,
+            Bytes::from(page.body.clone()),
+            &page.content_type,
+        );
     }
     http::error(StatusCode::NOT_FOUND, format!("nothing at {path}"))
 }

@@ -73,13 +73,20 @@ where
     let mut beat = PeerBeat::default();
 
     if let Some(welcome) = &s.settings.welcome {
-        if let Step::Gone(why) = write(&mut ws, [Message::text(welcome.as_str())], s.write_timeout).await {
-            return Ended { code: None, reason: why };
+        if let Step::Gone(why) =
+            write(&mut ws, [Message::text(welcome.as_str())], s.write_timeout).await
+        {
+            return Ended {
+                code: None,
+                reason: why,
+            };
         }
     }
 
     let step = loop {
-        let rule = heartbeat.as_ref().map_or(Liveness::Never, |(_, h)| h.liveness());
+        let rule = heartbeat
+            .as_ref()
+            .map_or(Liveness::Never, |(_, h)| h.liveness());
         let deadline = beat.deadline();
         let step = tokio::select! {
             biased;
@@ -164,11 +171,23 @@ where
                     "peer declared dead"
                 );
             }
-            close_with(&mut ws, code, &reason, wait.max(CLOSE_WAIT.min(s.close_grace))).await;
-            Ended { code: Some(code), reason }
+            close_with(
+                &mut ws,
+                code,
+                &reason,
+                wait.max(CLOSE_WAIT.min(s.close_grace)),
+            )
+            .await;
+            Ended {
+                code: Some(code),
+                reason,
+            }
         }
         Step::Gone(reason) => Ended { code: None, reason },
-        Step::Continue => Ended { code: None, reason: String::new() },
+        Step::Continue => Ended {
+            code: None,
+            reason: String::new(),
+        },
     }
 }
 
@@ -214,11 +233,20 @@ where
         },
         Message::Text(_) | Message::Binary(_) => match s.settings.on_message {
             OnMessage::Ignore => Step::Continue,
-            OnMessage::Echo => write(ws, [prefixed(&s.settings.echo_prefix, msg)], s.write_timeout).await,
+            OnMessage::Echo => {
+                write(
+                    ws,
+                    [prefixed(&s.settings.echo_prefix, msg)],
+                    s.write_timeout,
+                )
+                .await
+            }
             OnMessage::Relay => {
                 let target = Target::Route(s.route.path.clone());
                 // Relay to a route always resolves; the count is not needed here.
-                let _ = s.broker.publish(&target, prefixed(&s.settings.relay_prefix, msg));
+                let _ = s
+                    .broker
+                    .publish(&target, prefixed(&s.settings.relay_prefix, msg));
                 Step::Continue
             }
         },
@@ -260,7 +288,9 @@ where
     match result {
         Ok(Ok(())) => Step::Continue,
         Ok(Err(err)) => Step::Gone(format!("write failed: {err}")),
-        Err(_) => Step::Gone(format!("write blocked for more than {limit:?}: client not reading")),
+        Err(_) => Step::Gone(format!(
+            "write blocked for more than {limit:?}: client not reading"
+        )),
     }
 }
 
@@ -271,8 +301,15 @@ fn read_error(err: tungstenite::Error) -> Step {
         E::ConnectionClosed | E::AlreadyClosed => return Step::Gone("closed by peer".into()),
         E::Io(e) => return Step::Gone(format!("read failed: {e}")),
         E::Protocol(p) => (close::PROTOCOL_ERROR, format!("protocol error: {p}")),
-        E::Capacity(c) => (close::TOO_BIG, format!("{c}")),
-        E::Utf8(_) => (close::INVALID_PAYLOAD, "text message is not valid UTF-8".into()),
+        E::Capacity(tungstenite::error::CapacityError::MessageTooLong { size, max_size }) => (
+            close::TOO_BIG,
+            format!("message too big: {size} bytes, limit {max_size}"),
+        ),
+        E::Capacity(c) => (close::TOO_BIG, c.to_string()),
+        E::Utf8(_) => (
+            close::INVALID_PAYLOAD,
+            "text message is not valid UTF-8".into(),
+        ),
         other => (close::PROTOCOL_ERROR, other.to_string()),
     };
     Step::Close(code, reason, Duration::ZERO)

@@ -49,7 +49,10 @@ fn gunzip_small(data: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(64);
     let limit = u64::try_from(MAX_BEAT_JSON).ok()? + 1;
-    GzDecoder::new(data).take(limit).read_to_end(&mut out).ok()?;
+    GzDecoder::new(data)
+        .take(limit)
+        .read_to_end(&mut out)
+        .ok()?;
     (out.len() <= MAX_BEAT_JSON).then_some(out)
 }
 
@@ -120,7 +123,9 @@ mod tests {
 
     #[test]
     fn ping_gunzips_to_the_seed_json() {
-        let Message::Binary(bytes) = strategy().ping(1_492_420_473_027) else { panic!("not binary") };
+        let Message::Binary(bytes) = strategy().ping(1_492_420_473_027) else {
+            panic!("not binary")
+        };
         let json = gunzip_small(&bytes).unwrap();
         let value: Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(value, serde_json::json!({"ping": 1_492_420_473_027u64}));
@@ -131,15 +136,27 @@ mod tests {
         let s = strategy();
         let cases: Vec<(Message, Inbound)> = vec![
             (Message::text(r#"{"pong": 42}"#), Inbound::Pong(Some(42))),
-            (Message::text(r#" {"pong":42,"x":1}"#), Inbound::Pong(Some(42))),
+            (
+                Message::text(r#" {"pong":42,"x":1}"#),
+                Inbound::Pong(Some(42)),
+            ),
             (Message::text(r#"{"pong": "42"}"#), Inbound::Pong(None)),
             (Message::text(r#"{"pong": -1}"#), Inbound::Pong(None)),
-            (Message::text(r#"{"ping": 7}"#), Inbound::Reply(Message::text(r#"{"pong":7}"#))),
-            (Message::text(r#"{"ping": "abc"}"#), Inbound::Reply(Message::text(r#"{"pong":"abc"}"#))),
+            (
+                Message::text(r#"{"ping": 7}"#),
+                Inbound::Reply(Message::text(r#"{"pong":7}"#)),
+            ),
+            (
+                Message::text(r#"{"ping": "abc"}"#),
+                Inbound::Reply(Message::text(r#"{"pong":"abc"}"#)),
+            ),
             (Message::text(r#"{"pong": "#), Inbound::Pass),
             (Message::text("hello"), Inbound::Pass),
             (Message::text(r#"{"data": 1}"#), Inbound::Pass),
-            (Message::binary(gzip(br#"{"pong": 9}"#)), Inbound::Pong(Some(9))),
+            (
+                Message::binary(gzip(br#"{"pong": 9}"#)),
+                Inbound::Pong(Some(9)),
+            ),
             (Message::binary(gzip(br#"{"ping": 9}"#)), Inbound::Pass),
             (Message::binary(b"\x1f\x8bgarbage".to_vec()), Inbound::Pass),
             (Message::binary(b"plain".to_vec()), Inbound::Pass),

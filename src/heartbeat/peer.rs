@@ -35,7 +35,9 @@ impl PeerBeat {
         match rule {
             Liveness::Never => return TickAction::Send,
             Liveness::MaxMissed(max) if self.missed >= max.get() => {
-                return TickAction::Dead { missed: self.missed };
+                return TickAction::Dead {
+                    missed: self.missed,
+                };
             }
             Liveness::MaxMissed(_) => {}
             // Keep the earliest deadline: the first unanswered ping is the one that counts.
@@ -107,7 +109,10 @@ mod tests {
         let mut p = PeerBeat::default();
         assert_eq!(p.on_tick(rule, 1, t0), TickAction::Send);
         assert_eq!(p.on_tick(rule, 2, t0 + 5 * MS), TickAction::Send);
-        assert_eq!(p.on_tick(rule, 3, t0 + 10 * MS), TickAction::Dead { missed: 2 });
+        assert_eq!(
+            p.on_tick(rule, 3, t0 + 10 * MS),
+            TickAction::Dead { missed: 2 }
+        );
     }
 
     #[test]

@@ -78,7 +78,9 @@ mod tests {
         assert_eq!(&bytes[..5], &[0; 5]);
         assert_eq!(decode(&bytes), Some(ms));
         let p = ProtocolPing::new(Duration::from_secs(1));
-        let Message::Ping(payload) = p.ping(ms) else { panic!("not a ping") };
+        let Message::Ping(payload) = p.ping(ms) else {
+            panic!("not a ping")
+        };
         assert_eq!(p.inspect(&Message::Pong(payload)), Inbound::Pong(Some(ms)));
     }
 
@@ -86,7 +88,10 @@ mod tests {
     fn other_payloads_are_liveness_without_a_token() {
         let p = ProtocolPing::new(Duration::from_secs(1));
         for payload in [&b""[..], b"hello", &[1u8; 13]] {
-            assert_eq!(p.inspect(&Message::Pong(Bytes::copy_from_slice(payload))), Inbound::Pong(None));
+            assert_eq!(
+                p.inspect(&Message::Pong(Bytes::copy_from_slice(payload))),
+                Inbound::Pong(None)
+            );
         }
         assert_eq!(p.inspect(&Message::text("{\"pong\":1}")), Inbound::Pass);
     }

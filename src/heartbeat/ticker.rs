@@ -35,6 +35,12 @@ pub struct Pulse {
     pub ping: Option<Ping>,
 }
 
+/// A route's name and the sender its connections' pulses come from.
+pub type RoutePulse = (String, watch::Sender<Pulse>);
+
+/// Called once per tick per policy (metrics: pings built).
+pub type OnTick = Arc<dyn Fn(&Policy) + Send + Sync>;
+
 /// The running tickers, keyed by policy, each with the routes' senders it feeds.
 #[derive(Default)]
 pub struct Schedule {
@@ -51,11 +57,7 @@ impl Schedule {
     /// Makes the running tickers match `wanted` (policy → routes' pulse senders).
     /// A ticker whose policy and routes are unchanged keeps its phase; others restart,
     /// and their routes learn the new policy at once (their connections from the next tick).
-    pub fn apply(
-        &mut self,
-        wanted: Vec<(Policy, Vec<(String, watch::Sender<Pulse>)>)>,
-        on_tick: Arc<dyn Fn(&Policy) + Send + Sync>,
-    ) {
+    pub fn apply(&mut self, wanted: Vec<(Policy, Vec<RoutePulse>)>, on_tick: OnTick) {
         let mut next = BTreeMap::new();
         for (policy, routes) in wanted {
             let names: Vec<String> = routes.iter().map(|(n, _)| n.clone()).collect();
@@ -80,7 +82,14 @@ impl Schedule {
                 });
             }
             let period = policy.ping_interval.unwrap_or(Duration::MAX);
-            let task = tokio::spawn(tick(policy.clone(), name, heartbeat, senders, period, on_tick.clone()));
+            let task = tokio::spawn(tick(
+                policy.clone(),
+                name,
+                heartbeat,
+                senders,
+                period,
+                on_tick.clone(),
+            ));
             next.insert(
                 policy.name.clone(),
                 Running {
@@ -101,7 +110,7 @@ async fn tick(
     heartbeat: Arc<dyn Heartbeat>,
     routes: Vec<watch::Sender<Pulse>>,
     period: Duration,
-    on_tick: Arc<dyn Fn(&Policy) + Send + Sync>,
+    on_tick: OnTick,
 ) {
     let mut interval = time::interval_at(Instant::now() + period, period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -1,0 +1,167 @@
+//! Config loading: fixtures, shipped files, environment overrides, and `heartwire check`.
+//! Every test runs inside figment's Jail, which serialises environment changes.
+// figment::Jail closures must return figment::Error, which is large; not our API to change.
+#![allow(clippy::result_large_err)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use figment::Jail;
+use heartwire::config;
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+}
+
+#[test]
+fn valid_fixtures_and_shipped_configs_load() {
+    Jail::expect_with(|_| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = fixtures("valid");
+        files.push(root.join("config/heartwire.toml"));
+        files.push(root.join("config/tornado-demo.toml"));
+        for file in files {
+            if let Err(e) = config::load(&file) {
+                panic!("{}: {e}", file.display());
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn every_invalid_fixture_names_its_file_and_key() {
+    Jail::expect_with(|_| {
+        for file in fixtures("invalid") {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let expect = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# expect: "))
+                .expect("first line: # expect: ...");
+            let err = match config::load(&file) {
+                Ok(_) => panic!("{} loaded", file.display()),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains(expect),
+                "{}:\n  got: {err}\n  want: {expect}",
+                file.display()
+            );
+            assert!(
+                err.contains(&file.display().to_string()),
+                "error does not name the file: {err}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn the_everything_fixture_means_what_it_says() {
+    Jail::expect_with(|_| {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/config/valid/everything.toml");
+        let c = config::load(&file).unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+        assert_eq!(c.server.max_frame_size, 512);
+        assert_eq!(c.publish.token.as_deref(), Some("secret-from-file"));
+        assert!(
+            !format!("{:?}", c.publish).contains("secret"),
+            "Debug leaks the token"
+        );
+        let f = c.route("/f").unwrap();
+        assert_eq!(f.channel, "chan:1");
+        assert_eq!(
+            c.heartbeats["f"].liveness,
+            heartwire::heartbeat::Liveness::Timeout(std::time::Duration::from_millis(300))
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "h.toml",
+            "[server]\nlisten = \"127.0.0.1:1\"\n[log]\nlevel = \"info\"\n",
+        )?;
+        jail.set_env("HEARTWIRE_SERVER__LISTEN", "127.0.0.1:9000");
+        jail.set_env("HEARTWIRE_SERVER__MAX_CONNECTIONS", "7");
+        jail.set_env("HEARTWIRE_LOG__LEVEL", "debug");
+        // Not a SECTION__KEY name: ignored, not an unknown-key error.
+        jail.set_env("HEARTWIRE_CONFIG", "elsewhere.toml");
+        let c = config::load(Path::new("h.toml")).unwrap();
+        assert_eq!(c.server.listen, vec!["127.0.0.1:9000".parse().unwrap()]);
+        assert_eq!(c.server.max_connections, 7);
+        assert_eq!(c.log.level, "debug");
+        jail.set_env("HEARTWIRE_SERVER__MAX_CONECTIONS", "7");
+        let err = config::load(Path::new("h.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("max_conections") && err.contains("environment"),
+            "{err}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    Jail::expect_with(|_| {
+        let err = config::load(Path::new("/nonexistent/heartwire.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/heartwire.toml"), "{err}");
+        Ok(())
+    });
+}
+
+fn heartwire(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_heartwire"))
+        .args(args)
+        .env_remove("HEARTWIRE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_exits_0_on_a_good_file_and_2_with_the_reason_on_a_bad_one() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
+    let good = dir.join("valid/everything.toml");
+    let (code, out, err) = heartwire(&["check", "--config", good.to_str().unwrap(), "--print"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("token = \"<redacted>\"") || !out.contains("secret"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("secret-from-file"),
+        "--print leaks the token: {out}"
+    );
+    let bad = dir.join("invalid/unknown-key.toml");
+    let (code, _, err) = heartwire(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown-key.toml") && err.contains("server.max_conections"),
+        "{err}"
+    );
+    let (code, out, _) = heartwire(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(env!("CARGO_PKG_VERSION")));
+}

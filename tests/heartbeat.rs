@@ -1,0 +1,256 @@
+//! Heartbeat strategies over real sockets, with short intervals.
+//! Timing assertions carry a lower bound (never early) and a generous upper bound
+//! (the machine is shared), both derived from the documented detection bounds:
+//! protocol closes within (ping_timeout, ping_interval + ping_timeout];
+//! json-gzip within (max_missed x interval, (max_missed + 1) x interval].
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+
+const I: Duration = Duration::from_millis(100);
+const TIMEOUT: Duration = Duration::from_millis(300);
+/// Scheduling slack on a loaded 2-core machine.
+const SLACK: Duration = Duration::from_millis(1500);
+
+const CONFIG: &str = r#"
+[heartbeat.frames]
+strategy = "protocol"
+ping_interval = "100ms"
+ping_timeout = "300ms"
+
+[heartbeat.app]
+strategy = "json-gzip"
+ping_interval = "100ms"
+max_missed = 2
+
+# Slow enough that silent test clients outlive the test.
+[heartbeat.slow]
+strategy = "json-gzip"
+ping_interval = "10s"
+
+[[route]]
+path = "/frames"
+heartbeat = "frames"
+
+[[route]]
+path = "/app"
+heartbeat = "app"
+
+[[route]]
+path = "/relay"
+on_message = "relay"
+heartbeat = "slow"
+"#;
+
+/// The next message, whatever it is (pings included).
+async fn next(ws: &mut Ws) -> Message {
+    timeout(T, ws.next())
+        .await
+        .expect("no message in time")
+        .expect("ended")
+        .expect("read error")
+}
+
+/// Reads a json-gzip ping and returns its value.
+async fn app_ping(ws: &mut Ws) -> u64 {
+    loop {
+        if let Message::Binary(data) = next(ws).await {
+            let v: serde_json::Value = serde_json::from_str(&gunzip(&data)).unwrap();
+            return v["ping"].as_u64().expect("ping value");
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_client_answering_protocol_pings_stays_and_payloads_are_timestamps() {
+    let s = Server::start(CONFIG).await;
+    let mut ws = s.ws("/frames").await;
+    let mut pings = 0;
+    while pings < 6 {
+        // Reading also flushes tungstenite's automatic pong.
+        if let Message::Ping(payload) = next(&mut ws).await {
+            assert_eq!(payload.len(), 13);
+            let mut be = [0u8; 16];
+            be[3..].copy_from_slice(&payload);
+            let sent = u128::from_be_bytes(be) as u64;
+            assert!(
+                now_ms().abs_diff(sent) < 5_000,
+                "payload {sent} is not a timestamp near now"
+            );
+            pings += 1;
+        }
+    }
+    send_text(&mut ws, "still here").await;
+    assert_eq!(recv_text(&mut ws).await, "still here");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_answering_json_pings_stays() {
+    let s = Server::start(CONFIG).await;
+    let mut ws = s.ws("/app").await;
+    for _ in 0..6 {
+        let v = app_ping(&mut ws).await;
+        send_text(&mut ws, &format!("{{\"pong\": {v}}}")).await;
+    }
+    send_text(&mut ws, "still here").await;
+    assert_eq!(recv_text_skipping_pings(&mut ws).await, "still here");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_closed_within_the_protocol_bound() {
+    let s = Server::start(CONFIG).await;
+    let mut raw = Raw::connect(s.addr, "/frames").await;
+    let started = Instant::now();
+    let (code, reason) = raw.close_code().await;
+    let took = started.elapsed();
+    assert_eq!((code, reason.as_str()), (4000, "heartbeat timeout"));
+    assert!(
+        took >= TIMEOUT,
+        "closed after {took:?}, before ping_timeout"
+    );
+    assert!(took <= I + TIMEOUT + SLACK, "closed after {took:?}");
+    // The socket is dropped even though the peer never answers the close.
+    let dropped = Instant::now();
+    assert!(raw.eof().await);
+    assert!(
+        dropped.elapsed() < Duration::from_secs(3),
+        "socket held {:?}",
+        dropped.elapsed()
+    );
+    s.stop().await;
+}
+
+async fn closed_after_missed_pings(answer: impl Fn(u64) -> Option<String>) -> (Duration, u32, u16) {
+    let s = Server::start(CONFIG).await;
+    let mut ws = s.ws("/app").await;
+    let started = Instant::now();
+    let mut pings = 0;
+    let code = loop {
+        match next(&mut ws).await {
+            Message::Binary(data) => {
+                pings += 1;
+                let v: serde_json::Value = serde_json::from_str(&gunzip(&data)).unwrap();
+                if let Some(reply) = answer(v["ping"].as_u64().unwrap()) {
+                    send_text(&mut ws, &reply).await;
+                }
+            }
+            Message::Close(Some(frame)) => break u16::from(frame.code),
+            _ => {}
+        }
+    };
+    let took = started.elapsed();
+    // Finish the close handshake as a real client would.
+    while let Ok(Some(Ok(_))) = timeout(T, ws.next()).await {}
+    s.stop().await;
+    (took, pings, code)
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_max_missed_json_pings() {
+    let (took, pings, code) = closed_after_missed_pings(|_| None).await;
+    assert_eq!(code, 4000);
+    assert_eq!(pings, 2, "max_missed = 2 pings, then the close");
+    assert!(took >= 2 * I, "closed after {took:?}");
+    assert!(took <= 3 * I + SLACK, "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn wrong_malformed_or_stale_pongs_count_as_missed() {
+    for answer in [
+        |v: u64| Some(format!("{{\"pong\": {}}}", v + 1)),
+        |_| Some("{\"pong\": \"not a number\"}".to_owned()),
+        |_| Some("{\"pong\": 1}".to_owned()),
+    ] {
+        let (took, pings, code) = closed_after_missed_pings(answer).await;
+        assert_eq!((code, pings), (4000, 2));
+        assert!(
+            took >= 2 * I && took <= 3 * I + SLACK,
+            "closed after {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_gzip_compressed_pong_counts() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let s = Server::start(CONFIG).await;
+    let mut ws = s.ws("/app").await;
+    for _ in 0..5 {
+        let v = app_ping(&mut ws).await;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(format!("{{\"pong\": {v}}}").as_bytes())
+            .unwrap();
+        ws.send(Message::binary(gz.finish().unwrap()))
+            .await
+            .unwrap();
+    }
+    send_text(&mut ws, "alive").await;
+    assert_eq!(recv_text_skipping_pings(&mut ws).await, "alive");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn pongs_are_never_echoed_or_relayed_and_client_pings_are_answered() {
+    let s = Server::start(CONFIG).await;
+    let (mut a, mut b) = (s.ws("/relay").await, s.ws("/relay").await);
+    // A pong, even one for no ping of ours, is heartbeat traffic: consumed.
+    send_text(&mut a, "{\"pong\": 1}").await;
+    send_text(&mut a, "{\"ping\": 12345}").await;
+    send_text(&mut a, "hello").await;
+    // a gets the answer to its own ping, then the relay of "hello": no pong relayed.
+    assert_eq!(recv_text_skipping_pings(&mut a).await, "{\"pong\":12345}");
+    assert_eq!(recv_text_skipping_pings(&mut a).await, "hello");
+    // b sees only the relay.
+    assert_eq!(recv_text_skipping_pings(&mut b).await, "hello");
+
+    let mut e = s.ws("/app").await;
+    let v = app_ping(&mut e).await;
+    send_text(&mut e, &format!("{{\"pong\": {v}}}")).await;
+    send_text(&mut e, "echo me").await;
+    assert_eq!(recv_text_skipping_pings(&mut e).await, "echo me");
+    s.stop().await;
+}
+
+async fn recv_text_skipping_pings(ws: &mut Ws) -> String {
+    loop {
+        match next(ws).await {
+            Message::Text(t) => return t.as_str().to_owned(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_ping_frames_get_their_payload_back() {
+    let s = Server::start(CONFIG).await;
+    let mut ws = s.ws("/frames").await;
+    ws.send(Message::Ping(Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    loop {
+        if let Message::Pong(p) = next(&mut ws).await {
+            if p.as_ref() == b"are you there" {
+                break;
+            }
+        }
+    }
+    s.stop().await;
+}

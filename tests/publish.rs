@@ -1,0 +1,220 @@
+//! The publish endpoint: GET and POST, channels, content types, auth, limits.
+
+mod common;
+
+use common::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const CONFIG: &str = r#"
+[publish]
+path = "/receive"
+max_body_size = 1024
+
+[[route]]
+path = "/a"
+channel = "news"
+
+[[route]]
+path = "/b"
+channel = "news"
+
+[[route]]
+path = "/c"
+"#;
+
+#[tokio::test]
+async fn get_and_post_reach_every_client_of_the_channel_exactly_once() {
+    let s = Server::start(CONFIG).await;
+    let (mut a1, mut a2, mut b, mut c) = (
+        s.ws("/a").await,
+        s.ws("/a").await,
+        s.ws("/b").await,
+        s.ws("/c").await,
+    );
+    assert_eq!(
+        s.http("GET", "/receive?msg=one%20two&channel=news", &[], b"")
+            .await,
+        (200, "{\"queued\":3}\n".into())
+    );
+    assert_eq!(
+        s.publish("/receive?channel=news", "three").await,
+        (200, "{\"queued\":3}\n".into())
+    );
+    assert_eq!(s.publish("/receive?channel=%2Fc", "for c").await.0, 200);
+    for ws in [&mut a1, &mut a2, &mut b] {
+        assert_eq!(recv_text(ws).await, "one two");
+        assert_eq!(recv_text(ws).await, "three");
+    }
+    // /c saw neither news message: its first message is its own.
+    assert_eq!(recv_text(&mut c).await, "for c");
+    // No channel: everyone.
+    assert_eq!(
+        s.http("GET", "/receive?msg=all", &[], b"").await.1,
+        "{\"queued\":4}\n"
+    );
+    for ws in [&mut a1, &mut a2, &mut b, &mut c] {
+        assert_eq!(recv_text(ws).await, "all");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn content_types_pick_the_frame_type() {
+    let s = Server::start(CONFIG).await;
+    let mut ws = s.ws("/c").await;
+    let cases: &[(&str, &[u8], Message)] = &[
+        (
+            "application/json",
+            br#"{"a": 1}"#,
+            Message::text(r#"{"a": 1}"#),
+        ),
+        (
+            "application/octet-stream",
+            &[0, 159, 146, 150],
+            Message::binary(vec![0u8, 159, 146, 150]),
+        ),
+        (
+            "text/plain; charset=utf-8",
+            "héllo".as_bytes(),
+            Message::text("héllo"),
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"msg=from+a+form",
+            Message::text("from a form"),
+        ),
+    ];
+    for (ctype, body, want) in cases {
+        let (status, text) = s
+            .http(
+                "POST",
+                "/receive?channel=/c",
+                &[("Content-Type", ctype)],
+                body,
+            )
+            .await;
+        assert_eq!(status, 200, "{ctype}: {text}");
+        assert_eq!(&recv(&mut ws).await, want, "{ctype}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_with_a_reason() {
+    let s = Server::start(CONFIG).await;
+    let json = [("Content-Type", "application/json")];
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/receive?channel=news",
+            &json,
+            b"{not json".to_vec(),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "POST",
+            "/receive?channel=bad%20name",
+            &[],
+            b"x".to_vec(),
+            400,
+            "not a channel name",
+        ),
+        (
+            "POST",
+            "/receive?channel=nobody",
+            &[],
+            b"x".to_vec(),
+            404,
+            "no route has channel `nobody`",
+        ),
+        ("GET", "/receive", &[], vec![], 400, "missing `msg`"),
+        (
+            "POST",
+            "/receive",
+            &[("Content-Type", "image/png")],
+            b"x".to_vec(),
+            415,
+            "not supported",
+        ),
+        (
+            "POST",
+            "/receive",
+            &[("Content-Type", "text/plain")],
+            vec![0xff, 0xfe],
+            400,
+            "not valid UTF-8",
+        ),
+        (
+            "POST",
+            "/receive",
+            &[],
+            vec![b'x'; 1025],
+            413,
+            "publish.max_body_size",
+        ),
+        ("PUT", "/receive", &[], vec![], 405, "POST"),
+    ];
+    for (method, target, headers, body, want, reason) in cases {
+        let (status, text) = s.http(method, target, headers, &body).await;
+        assert_eq!(status, want, "{method} {target}: {text}");
+        assert!(text.contains(reason), "{method} {target}: {text}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_is_required_when_set() {
+    let s = Server::start(
+        r#"
+[publish]
+token = "s3cret"
+allow_get = false
+[[route]]
+path = "/c"
+"#,
+    )
+    .await;
+    let mut ws = s.ws("/c").await;
+    let (status, body) = s.publish("/publish", "x").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    let (status, _) = s
+        .http(
+            "POST",
+            "/publish",
+            &[("Authorization", "Bearer nope")],
+            b"x",
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = s
+        .http(
+            "GET",
+            "/publish?msg=x",
+            &[("Authorization", "Bearer s3cret")],
+            b"",
+        )
+        .await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("allow_get"), "{body}");
+    let (status, _) = s
+        .http(
+            "POST",
+            "/publish",
+            &[("Authorization", "Bearer s3cret")],
+            b"ok",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(recv_text(&mut ws).await, "ok");
+    s.stop().await;
+}
