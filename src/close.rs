@@ -3,7 +3,8 @@
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// 1001: the server is shutting down, or the route was removed from the config.
+/// 1001: the server is shutting down (reason `server shutting down; reconnect in N ms`,
+/// see [`crate::drain`]), or the route was removed from the config.
 pub const GOING_AWAY: u16 = 1001;
 /// 1002: the client broke RFC 6455 (unmasked frame, reserved bits, bad opcode, ...).
 pub const PROTOCOL_ERROR: u16 = 1002;

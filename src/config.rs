@@ -31,8 +31,16 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 /// Messages a route buffers for its slowest reader before cutting it off.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Most WebSocket connections from one client IP address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 /// How long one write to a client may block before it is cut off.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Over how long shutdown spreads the closing of connections (batches, 1001 each).
+pub const DEFAULT_DRAIN_PERIOD: Duration = Duration::from_secs(10);
+/// Upper bound of the random reconnect delay suggested to each drained client.
+pub const DEFAULT_RECONNECT_JITTER: Duration = Duration::from_secs(5);
+/// Where the admin listener (health, metrics, connections) binds.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Where backends publish.
 pub const DEFAULT_PUBLISH_PATH: &str = "/publish";
 /// Default heartbeat interval.
@@ -53,6 +61,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[publish]`
     pub publish: PublishConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
     /// `[heartbeat.NAME]`, by name.
     pub heartbeats: BTreeMap<String, Policy>,
     /// `[[route]]`: WebSocket routes.
@@ -68,6 +78,8 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Most WebSocket connections at once; more get HTTP 503.
     pub max_connections: usize,
+    /// Most WebSocket connections from one IP address (0: no limit); more get HTTP 503.
+    pub max_connections_per_ip: usize,
     /// How long shutdown waits for connections to close.
     pub shutdown_grace: Duration,
     /// How long a client may take to send its request headers.
@@ -80,6 +92,17 @@ pub struct ServerConfig {
     pub outbound_queue: usize,
     /// How long one write to a client may block.
     pub write_timeout: Duration,
+    /// On shutdown, connections are closed in batches spread over this long.
+    pub drain_period: Duration,
+    /// Drained clients are told to reconnect after a random delay up to this.
+    pub reconnect_jitter: Duration,
+}
+
+/// `[admin]`: the operators' listener (health, metrics, connections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where it listens; `None` when `enabled = false`. Changing it needs a restart.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[log]`
@@ -150,6 +173,8 @@ pub struct PublishConfig {
     pub allow_get: bool,
     /// Largest request body; larger gets 413.
     pub max_body_size: usize,
+    /// Allow publishing without a token on a listener reachable from other machines.
+    pub allow_unauthenticated: bool,
 }
 
 impl fmt::Debug for PublishConfig {
@@ -160,6 +185,7 @@ impl fmt::Debug for PublishConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("allow_get", &self.allow_get)
             .field("max_body_size", &self.max_body_size)
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
             .finish()
     }
 }
@@ -190,6 +216,19 @@ pub enum OnMessage {
     Ignore,
 }
 
+/// What a route does with a client that reads slower than its traffic arrives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumer {
+    /// Close it with 1008 once it falls `outbound_queue` messages behind.
+    #[default]
+    Disconnect,
+    /// Skip the oldest messages it missed and carry on.
+    DropOldest,
+    /// Only the newest message waits: anything older is skipped (tick-style data).
+    KeepLatest,
+}
+
 /// `[[route]]`: a WebSocket endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
@@ -209,6 +248,8 @@ pub struct RouteConfig {
     pub channel: String,
     /// Name of the heartbeat policy, if any.
     pub heartbeat: Option<String>,
+    /// What happens to a client that falls behind.
+    pub slow_consumer: SlowConsumer,
 }
 
 /// `[[static]]`: a fixed HTTP response.
@@ -239,6 +280,8 @@ pub struct RawConfig {
     #[serde(default)]
     publish: RawPublish,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
     heartbeat: BTreeMap<String, RawPolicy>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
@@ -261,6 +304,8 @@ struct RawServer {
     listen: Listen,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    max_connections_per_ip: usize,
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     shutdown_grace: Duration,
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
@@ -273,6 +318,38 @@ struct RawServer {
     outbound_queue: usize,
     #[serde(default = "default_write_timeout", with = "humantime_serde")]
     write_timeout: Duration,
+    #[serde(default = "default_drain_period", with = "humantime_serde")]
+    drain_period: Duration,
+    #[serde(default = "default_reconnect_jitter", with = "humantime_serde")]
+    reconnect_jitter: Duration,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default = "default_admin_listen")]
+    listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    DEFAULT_ADMIN_LISTEN.into()
+}
+fn default_drain_period() -> Duration {
+    DEFAULT_DRAIN_PERIOD
+}
+fn default_reconnect_jitter() -> Duration {
+    DEFAULT_RECONNECT_JITTER
 }
 
 impl Default for RawServer {
@@ -280,12 +357,15 @@ impl Default for RawServer {
         Self {
             listen: default_listen(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: None,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            drain_period: DEFAULT_DRAIN_PERIOD,
+            reconnect_jitter: DEFAULT_RECONNECT_JITTER,
         }
     }
 }
@@ -295,6 +375,9 @@ fn default_listen() -> Listen {
 }
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_connections_per_ip() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_IP
 }
 fn default_shutdown_grace() -> Duration {
     DEFAULT_SHUTDOWN_GRACE
@@ -325,6 +408,8 @@ struct RawPublish {
     allow_get: bool,
     #[serde(default)]
     max_body_size: Option<usize>,
+    #[serde(default)]
+    allow_unauthenticated: bool,
 }
 
 impl Default for RawPublish {
@@ -335,6 +420,7 @@ impl Default for RawPublish {
             token_file: None,
             allow_get: true,
             max_body_size: None,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -384,6 +470,8 @@ struct RawRoute {
     channel: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     heartbeat: Option<String>,
+    #[serde(default)]
+    slow_consumer: SlowConsumer,
 }
 
 /// Why a config was refused. Every message names the file and the key.
@@ -499,6 +587,18 @@ impl Config {
             ));
         }
         let publish = publish(raw.publish, source, &invalid)?;
+        let admin = admin(raw.admin, &invalid)?;
+        if let Some(open) = server.listen.iter().find(|a| !a.ip().is_loopback()) {
+            if publish.token.is_none() && !publish.allow_unauthenticated {
+                return Err(invalid(
+                    "publish.token",
+                    format!(
+                        "server.listen {open} is reachable from other machines, so anyone could publish: set publish.token_file (or token), or publish.allow_unauthenticated = true if a firewall or proxy guards {}",
+                        publish.path
+                    ),
+                ));
+            }
+        }
 
         let mut heartbeats = BTreeMap::new();
         for (name, raw) in raw.heartbeat {
@@ -554,6 +654,7 @@ impl Config {
                 relay_prefix: raw.relay_prefix,
                 channel,
                 heartbeat: raw.heartbeat,
+                slow_consumer: raw.slow_consumer,
             }));
         }
         for (i, s) in raw.statics.iter().enumerate() {
@@ -572,6 +673,7 @@ impl Config {
             server,
             log: raw.log,
             publish,
+            admin,
             heartbeats,
             routes,
             statics: raw.statics,
@@ -635,13 +737,32 @@ fn server(raw: RawServer, invalid: &Invalid) -> Result<ServerConfig, ConfigError
     Ok(ServerConfig {
         listen,
         max_connections: raw.max_connections,
+        max_connections_per_ip: raw.max_connections_per_ip,
         shutdown_grace: raw.shutdown_grace,
         handshake_timeout: raw.handshake_timeout,
         max_message_size: raw.max_message_size,
         max_frame_size,
         outbound_queue: raw.outbound_queue,
         write_timeout: raw.write_timeout,
+        drain_period: raw.drain_period,
+        reconnect_jitter: raw.reconnect_jitter,
     })
+}
+
+fn admin(raw: RawAdmin, invalid: &Invalid) -> Result<AdminConfig, ConfigError> {
+    if !raw.enabled {
+        return Ok(AdminConfig { listen: None });
+    }
+    let addr = raw.listen.parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            "admin.listen",
+            format!(
+                "`{}` is not an IP:port address, e.g. \"127.0.0.1:9090\" (or set admin.enabled = false)",
+                raw.listen
+            ),
+        )
+    })?;
+    Ok(AdminConfig { listen: Some(addr) })
 }
 
 fn publish(
@@ -687,6 +808,7 @@ fn publish(
         token,
         allow_get: raw.allow_get,
         max_body_size,
+        allow_unauthenticated: raw.allow_unauthenticated,
     })
 }
 
@@ -794,5 +916,84 @@ pub fn check_channel(name: &str) -> Result<(), String> {
         Err(format!(
             "`{name}` is not a channel name: use 1 to {MAX_CHANNEL_LEN} characters from A-Z a-z 0-9 / _ . : -"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FILE: &str = "prop.toml";
+
+    /// What the file says, re-rendered as TOML and read again, is the same config.
+    fn round_trip(text: &str) -> Config {
+        let config = from_toml(text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let raw: RawConfig = Figment::new().merge(Toml::string(text)).extract().unwrap();
+        let rendered = toml::to_string(&raw).unwrap();
+        let again =
+            from_toml(&rendered, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+        assert_eq!(config, again, "{rendered}");
+        config
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            let _ = from_toml(&text, Path::new(FILE));
+        }
+
+        #[test]
+        fn arbitrary_values_for_real_keys_never_panic(
+            key in prop::sample::select(vec![
+                "server]\nlisten", "server]\nmax_connections", "server]\nshutdown_grace",
+                "server]\nmax_frame_size", "publish]\npath", "publish]\ntoken", "log]\nlevel",
+                "heartbeat.x]\nstrategy", "heartbeat.x]\nping_interval", "heartbeat.x]\nmax_missed",
+            ]),
+            value in prop::sample::select(vec![
+                "0", "-1", "18446744073709551616", "\"\"", "\"0s\"", "\"1ns\"", "\"999999999999h\"",
+                "\"json-gzip\"", "\"none\"", "[]", "[\"a\"]", "{}", "1.5", "true", "\"/x\"", "\"*\"",
+            ]),
+        ) {
+            let _ = from_toml(&format!("[{key} = {value}\n"), Path::new(FILE));
+        }
+
+        #[test]
+        fn written_values_read_back(
+            interval_ms in 1u64..1_000_000,
+            timeout_ms in 1u64..1_000_000,
+            missed in 1u32..1000,
+            max in 1usize..10_000_000,
+            path in "/[a-z0-9_-]{0,12}",
+            channel in "[A-Za-z0-9/_.:-]{1,40}",
+            origin in "https://(\\*\\.)?[a-z]{1,10}\\.[a-z]{2,4}(:[1-9][0-9]{0,3})?",
+            welcome in "[^\"\\\\\\p{Cc}]{0,40}",
+        ) {
+            let text = format!(
+                "[server]\nmax_connections = {max}\n\
+                 [heartbeat.p]\nstrategy = \"protocol\"\nping_interval = \"{interval_ms}ms\"\nping_timeout = \"{timeout_ms}ms\"\n\
+                 [heartbeat.j]\nstrategy = \"json-gzip\"\nping_interval = \"{interval_ms}ms\"\nmax_missed = {missed}\n\
+                 [[route]]\npath = \"{path}\"\nchannel = \"{channel}\"\norigins = [\"{origin}\"]\nwelcome = \"{welcome}\"\nheartbeat = \"j\"\n"
+            );
+            prop_assume!(path != DEFAULT_PUBLISH_PATH);
+            let c = round_trip(&text);
+            prop_assert_eq!(c.server.max_connections, max);
+            prop_assert_eq!(c.heartbeats["p"].liveness, Liveness::Timeout(Duration::from_millis(timeout_ms)));
+            prop_assert_eq!(c.heartbeats["j"].ping_interval, Some(Duration::from_millis(interval_ms)));
+            prop_assert_eq!(c.heartbeats["j"].liveness, Liveness::MaxMissed(NonZeroU32::new(missed).unwrap()));
+            let route = c.route(&path).unwrap();
+            prop_assert_eq!(&route.channel, &channel);
+            prop_assert_eq!(route.welcome.as_deref(), Some(welcome.as_str()));
+            prop_assert_eq!(&route.origins, &Origins::List(vec![OriginPattern::parse(&origin).unwrap()]));
+        }
+    }
+
+    #[test]
+    fn the_shipped_configs_round_trip() {
+        for file in ["config/heartwire.toml", "config/tornado-demo.toml"] {
+            let text =
+                std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+            round_trip(&text);
+        }
     }
 }

@@ -4,9 +4,12 @@
 //! Every refusal happens here, before a connection exists, with a status and a
 //! one-line reason that says how to fix the request.
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -14,11 +17,11 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tracing::{Instrument, debug, debug_span};
+use tracing::{Instrument, debug, debug_span, error};
 
 use crate::config::{Config, RouteConfig};
 use crate::http::{self, Body};
-use crate::server::State;
+use crate::server::{Full, State};
 use crate::supervisor::{self, Session};
 
 /// The only WebSocket version there is (RFC 6455).
@@ -92,17 +95,30 @@ pub fn upgrade(
             ),
         );
     }
-    let Some(slot) = state.slots.try_claim(config.server.max_connections) else {
-        let mut res = http::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "server full: {} connections (server.max_connections); retry later",
-                config.server.max_connections
-            ),
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return res;
+    let server = &config.server;
+    let slot = match state.slots.try_claim(
+        peer.ip(),
+        server.max_connections,
+        server.max_connections_per_ip,
+    ) {
+        Ok(slot) => slot,
+        Err(full) => {
+            let reason = match full {
+                Full::Server => format!(
+                    "server full: {} connections (server.max_connections); retry later",
+                    server.max_connections
+                ),
+                Full::Ip => format!(
+                    "too many connections from {}: {} (server.max_connections_per_ip); close some or retry later",
+                    peer.ip(),
+                    server.max_connections_per_ip
+                ),
+            };
+            let mut res = http::error(StatusCode::SERVICE_UNAVAILABLE, reason);
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return res;
+        }
     };
     let Some(live) = state.hub.route(&route.path) else {
         return http::error(StatusCode::NOT_FOUND, format!("no route at {}", route.path));
@@ -152,8 +168,11 @@ pub fn upgrade(
             )
             .await;
             debug!("open");
-            let ended = supervisor::supervise(ws, session).await;
-            debug!(code = ended.code, reason = %ended.reason, "closed");
+            // A bug in one connection must not take others down: contain and report it.
+            match contained(supervisor::supervise(ws, session)).await {
+                Ok(ended) => debug!(code = ended.code, reason = %ended.reason, "closed"),
+                Err(panic) => error!(panic, "connection task panicked; connection dropped"),
+            }
         }
         .instrument(span),
     );
@@ -175,4 +194,35 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         v.to_str()
             .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
+}
+
+/// Runs `fut`, turning a panic inside it into `Err(message)` instead of unwinding further.
+pub async fn contained<F: Future>(fut: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
+        let panic: &(dyn Any + Send) = &*panic;
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(non-string panic)".into())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contained;
+
+    #[tokio::test]
+    async fn a_panicking_connection_is_contained() {
+        let id = 7;
+        let err = contained(async move {
+            if id == 7 {
+                panic!("bug in connection {id}");
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err, "bug in connection 7");
+        assert_eq!(contained(async { 5 }).await, Ok(5));
+    }
 }

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::heartbeat::Pulse;
+use crate::metrics::Metrics;
+use crate::vitals::Vitals;
 
 /// Who a message is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub struct Conn {
     pub since: SystemTime,
     /// Cancelling it closes the connection with 1001.
     pub token: CancellationToken,
+    /// Its live figures (policy, RTT, missed pings, queue depth) and counters.
+    pub vitals: Arc<Vitals>,
 }
 
 impl Route {
@@ -115,6 +119,7 @@ struct Table {
 pub struct Hub {
     table: RwLock<Table>,
     next_id: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// What a config change did to the routes.
@@ -139,6 +144,20 @@ impl Drop for Registration {
 }
 
 impl Hub {
+    /// An empty hub whose connections count into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            table: RwLock::default(),
+            next_id: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    /// The metrics its connections count into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Makes the routes match `config`: new paths start, removed ones close.
     pub fn apply(&self, config: &Config) -> RouteChanges {
         let mut table = self.write();
@@ -204,7 +223,9 @@ impl Hub {
             peer,
             since: SystemTime::now(),
             token: route.closing.child_token(),
+            vitals: Arc::new(Vitals::new(&self.metrics, &route.path)),
         };
+        self.metrics.accepted(&route.path);
         route.lock().insert(id, conn.clone());
         let reg = Registration {
             route: route.clone(),

@@ -5,24 +5,32 @@
 //!
 //! Reading order: [`config`] (what ops write) → [`server`] (accept, dispatch, shutdown)
 //! → [`handshake`] → [`supervisor`] (one connection) → [`heartbeat`] (strategies) →
-//! [`hub`] / [`broker`] (fan-out) → [`publish`].
+//! [`hub`] / [`broker`] (fan-out) → [`publish`]. Operations: [`ops`] ([`metrics`],
+//! [`notify`]), [`admin`], [`drain`], [`activation`], [`vitals`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activation;
+pub mod admin;
 pub mod broker;
 pub mod close;
 pub mod config;
+pub mod drain;
 pub mod handshake;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod ops;
 pub mod origin;
 pub mod publish;
 pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod supervisor;
+pub mod vitals;
 
-pub use server::run;
+pub use server::{run, run_with};

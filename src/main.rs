@@ -9,9 +9,11 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, info};
 
+use heartwire::activation::Inherited;
 use heartwire::config::{self, Config};
+use heartwire::ops::Ops;
 use heartwire::{logging, signals};
 
 /// Where the config is read from when `--config` is not given and this exists.
@@ -71,6 +73,8 @@ fn main() -> ExitCode {
         eprintln!("heartwire: {} is valid", path.display());
         return ExitCode::SUCCESS;
     }
+    // Before any thread starts (the log writer's, the runtime's): it unsets LISTEN_FDS.
+    let inherited = Inherited::from_env();
     let logging = match logging::init(&config.log) {
         Ok(l) => l,
         Err(err) => {
@@ -85,7 +89,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, path, logging)) {
+    match runtime.block_on(serve(config, path, logging, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
@@ -95,11 +99,26 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config, path: PathBuf, logging: logging::Logging) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    path: PathBuf,
+    logging: logging::Logging,
+    inherited: Inherited,
+) -> anyhow::Result<()> {
     let signals = signals::register().context("cannot install signal handlers")?;
     let handle = signals.handle();
     let mut listeners = Vec::with_capacity(config.server.listen.len());
-    for addr in &config.server.listen {
+    let bind = if inherited.is_empty() {
+        config.server.listen.as_slice()
+    } else {
+        info!(
+            sockets = inherited.len(),
+            "socket activation: serving the inherited sockets; server.listen is not bound"
+        );
+        listeners = inherited.into_listeners()?;
+        &[]
+    };
+    for addr in bind {
         let listener = TcpListener::bind(addr).await.with_context(|| {
             format!(
                 "cannot listen on {addr} (server.listen in {}): is another process using it?",
@@ -108,6 +127,16 @@ async fn serve(config: Config, path: PathBuf, logging: logging::Logging) -> anyh
         })?;
         listeners.push(listener);
     }
+    let admin = match config.admin.listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {addr} (admin.listen in {}): is another process using it?",
+                path.display()
+            )
+        })?),
+        None => None,
+    };
+    let ops = Ops::from_env();
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let shutdown = CancellationToken::new();
     let on_reload = move |c: &Config| {
@@ -121,8 +150,9 @@ async fn serve(config: Config, path: PathBuf, logging: logging::Logging) -> anyh
         config_tx,
         shutdown.clone(),
         on_reload,
+        ops.clone(),
     ));
-    let result = heartwire::run(listeners, config_rx, shutdown.clone()).await;
+    let result = heartwire::run_with(listeners, admin, config_rx, shutdown.clone(), ops).await;
     shutdown.cancel();
     handle.close();
     let _ = signal_task.await;

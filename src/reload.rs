@@ -5,7 +5,7 @@
 //! - routes added or removed: at once (removed routes close their clients with 1001);
 //! - origins, welcome, prefixes, on_message: new handshakes;
 //! - publish token and limits: the next request;
-//! - `server.listen`, `server.outbound_queue` and `[log] dir`: only after a restart.
+//! - `server.listen`, `server.outbound_queue`, `[admin]` and `[log] dir`: only after a restart.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -91,6 +91,9 @@ pub fn log_changes(old: &Config, new: &Config) {
     info!(file = %new.source.display(), "config reloaded: {summary}");
     if old.server.listen != new.server.listen {
         warn!("server.listen changed: restart heartwire to listen on the new address(es)");
+    }
+    if old.admin != new.admin {
+        warn!("[admin] changed: restart heartwire to move the admin listener");
     }
     if old.server.outbound_queue != new.server.outbound_queue {
         warn!(

@@ -1,10 +1,11 @@
 //! The public listener: accept loop, HTTP dispatch (publish, static pages, WebSocket
 //! upgrades on one port), config changes, and graceful shutdown.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -23,6 +24,8 @@ use crate::config::Config;
 use crate::heartbeat::{Pulse, Schedule};
 use crate::http::{self, Body};
 use crate::hub::Hub;
+use crate::metrics::Rejection;
+use crate::ops::Ops;
 use crate::{handshake, publish};
 
 /// What every connection and request shares.
@@ -41,30 +44,71 @@ pub struct State {
     pub shutdown: CancellationToken,
 }
 
-/// Counts open WebSocket connections against `server.max_connections`.
+/// Counts open WebSocket connections against `server.max_connections` and
+/// `server.max_connections_per_ip`.
 #[derive(Debug, Default)]
 pub struct Slots {
     open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One claimed slot, released on drop.
-pub struct Slot(Arc<Slots>);
+pub struct Slot {
+    slots: Arc<Slots>,
+    ip: IpAddr,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.slots.open.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.slots.lock();
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
     }
 }
 
+/// Why a slot was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `server.max_connections` reached.
+    Server,
+    /// `server.max_connections_per_ip` reached for this address.
+    Ip,
+}
+
 impl Slots {
-    /// Claims a slot if fewer than `max` are open (`max` is read per call, so a reload applies at once).
-    pub fn try_claim(self: &Arc<Self>, max: usize) -> Option<Slot> {
+    /// Claims a slot for `ip` within the limits (read per call, so a reload applies at once;
+    /// a per-IP limit of 0 means none).
+    pub fn try_claim(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max: usize,
+        max_per_ip: usize,
+    ) -> Result<Slot, Full> {
+        let mut per_ip = self.lock();
+        let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
+        if max_per_ip != 0 && from_ip >= max_per_ip {
+            return Err(Full::Ip);
+        }
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Slot(self.clone()))
+            .map_err(|_| Full::Server)?;
+        per_ip.insert(ip, from_ip + 1);
+        Ok(Slot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Counts stay consistent under the lock; a panic elsewhere cannot corrupt them.
+        self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Open WebSocket connections.
@@ -74,14 +118,28 @@ impl Slots {
 }
 
 /// Serves `listeners` with the config from `config` until `shutdown` is cancelled,
-/// then closes every WebSocket with 1001 and waits up to `server.shutdown_grace`.
+/// then closes every WebSocket with 1001 (in batches over `server.drain_period`, see
+/// [`crate::drain`]) and waits up to `server.shutdown_grace`.
 /// Sending a new config on the `watch` applies it live (see [`crate::reload`]).
 pub async fn run(
     listeners: Vec<TcpListener>,
-    mut config: watch::Receiver<Arc<Config>>,
+    config: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let hub = Arc::new(Hub::default());
+    run_with(listeners, None, config, shutdown, Ops::default()).await
+}
+
+/// [`run`], plus what operators see: the admin listener on `admin` (health, metrics,
+/// connections, see [`crate::admin`]), the counters in `ops.metrics`, and systemd
+/// notifications through `ops.notifier` (READY, STATUS, WATCHDOG, STOPPING).
+pub async fn run_with(
+    listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+    mut config: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+    ops: Ops,
+) -> anyhow::Result<()> {
+    let hub = Arc::new(Hub::new(ops.metrics.clone()));
     let state = Arc::new(State {
         config: config.clone(),
         hub: hub.clone(),
@@ -101,6 +159,31 @@ pub async fn run(
         accept.spawn(accept_loop(state.clone(), listener));
     }
     accept.close();
+    // Stopped only after the drain and the grace, so probes see 503 throughout.
+    let ops_stop = CancellationToken::new();
+    let ops_tasks = TaskTracker::new();
+    if let Some(listener) = admin {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "admin listening");
+        }
+        let admin = Arc::new(crate::admin::Admin {
+            hub: hub.clone(),
+            ops: ops.clone(),
+            draining: shutdown.clone(),
+        });
+        ops_tasks.spawn(crate::admin::serve(listener, admin, ops_stop.clone()));
+    }
+    ops.notifier.ready(&ops.status(&hub, false));
+    let status_ops = ops.clone();
+    let status_hub = hub.clone();
+    let status_shutdown = shutdown.clone();
+    let notifier = ops.notifier.clone();
+    let status_stop = ops_stop.clone();
+    ops_tasks.spawn(async move {
+        let status = || status_ops.status(&status_hub, status_shutdown.is_cancelled());
+        notifier.run(status, status_stop).await;
+    });
+    ops_tasks.close();
 
     let mut current = first;
     loop {
@@ -119,12 +202,19 @@ pub async fn run(
     }
 
     shutdown.cancel();
+    ops.metrics.set_draining();
+    ops.notifier.stopping(&ops.status(&hub, true));
     accept.wait().await;
     let open = state.slots.open();
-    info!(connections = open, grace = ?current.server.shutdown_grace, "shutting down");
-    for route in hub.routes() {
-        route.closing.cancel();
-    }
+    info!(
+        connections = open,
+        drain = ?current.server.drain_period,
+        grace = ?current.server.shutdown_grace,
+        "shutting down"
+    );
+    let server = &current.server;
+    crate::drain::drain(&hub, server.drain_period, server.reconnect_jitter).await;
+    // Heartbeats ran through the drain (its clients were still connected).
     drop(schedule);
     state.tracker.close();
     if tokio::time::timeout(current.server.shutdown_grace, state.tracker.wait())
@@ -136,6 +226,8 @@ pub async fn run(
             "shutdown grace ran out; dropping the remaining connections"
         );
     }
+    ops_stop.cancel();
+    ops_tasks.wait().await;
     Ok(())
 }
 
@@ -172,7 +264,11 @@ fn apply(state: &State, schedule: &mut Schedule, config: &Config) {
             });
         }
     }
-    schedule.apply(wanted, Arc::new(|_| {}));
+    let metrics = state.hub.metrics().clone();
+    schedule.apply(
+        wanted,
+        Arc::new(move |policy: &crate::config::Policy| metrics.payload_built(&policy.name)),
+    );
 }
 
 async fn accept_loop(state: Arc<State>, listener: TcpListener) {
@@ -226,11 +322,17 @@ async fn dispatch(state: &Arc<State>, peer: SocketAddr, req: Request<Incoming>) 
     let path = req.uri().path();
     if path == config.publish.path {
         let timeout = config.server.handshake_timeout;
-        return publish::handle(state.broker.as_ref(), &config.publish, timeout, req).await;
+        let res = publish::handle(state.broker.as_ref(), &config.publish, timeout, req).await;
+        state.hub.metrics().published(res.status().as_u16());
+        return res;
     }
     if let Some(route) = config.route(path) {
         let route = route.clone();
-        return handshake::upgrade(state, &config, &route, peer, req);
+        let res = handshake::upgrade(state, &config, &route, peer, req);
+        if let Some(why) = Rejection::of(res.status()) {
+            state.hub.metrics().rejected(why);
+        }
+        return res;
     }
     if let Some(page) = config.statics.iter().find(|s| s.path == path) {
         if req.method() != Method::GET && req.method() != Method::HEAD {

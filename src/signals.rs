@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
+use crate::ops::Ops;
 use crate::reload;
 
 /// Registers the handlers. Call before serving, so no signal is missed.
@@ -18,13 +19,15 @@ pub fn register() -> std::io::Result<Signals> {
     Signals::new([SIGHUP, SIGTERM, SIGINT, SIGQUIT])
 }
 
-/// Turns signals into actions until shutdown. `on_reload` runs after each accepted reload.
+/// Turns signals into actions until shutdown. `on_reload` runs after each accepted reload;
+/// every reload, accepted or refused, is counted and notified through `ops`.
 pub async fn handle(
     mut signals: Signals,
     path: PathBuf,
     config_tx: watch::Sender<Arc<Config>>,
     shutdown: CancellationToken,
     on_reload: impl Fn(&Config),
+    ops: Ops,
 ) {
     loop {
         let signal = tokio::select! {
@@ -36,9 +39,12 @@ pub async fn handle(
         };
         if signal == SIGHUP {
             info!(file = %path.display(), "SIGHUP: reloading config");
-            if reload::reload(&path, &config_tx) {
+            ops.reload_started();
+            let ok = reload::reload(&path, &config_tx);
+            if ok {
                 on_reload(&config_tx.borrow());
             }
+            ops.reload_finished(ok);
         } else {
             info!(signal, "shutdown requested");
             shutdown.cancel();

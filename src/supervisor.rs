@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{self, Instant};
 use tokio_tungstenite::WebSocketStream;
@@ -20,12 +21,16 @@ use tracing::debug;
 
 use crate::broker::Broker;
 use crate::close;
-use crate::config::{OnMessage, RouteConfig};
+use crate::config::{OnMessage, RouteConfig, SlowConsumer};
 use crate::heartbeat::{Heartbeat, Inbound, Liveness, PeerBeat, TickAction};
 use crate::hub::{Conn, Route, Target};
 
 /// Most queued messages written before one flush.
 const BATCH: usize = 64;
+/// Most queued bytes written before one flush: bounds a connection's write buffer.
+const BATCH_BYTES: usize = 64 * 1024;
+/// Most queued messages a `keep-latest` connection skips in one go.
+const SKIP_LIMIT: usize = 4096;
 /// How long a close waits for the peer's answer when the server closes for a fault.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -71,11 +76,13 @@ where
     let mut pulse = s.route.pulse.subscribe();
     let mut heartbeat = pulse.borrow_and_update().policy.clone();
     let mut beat = PeerBeat::default();
+    let vitals = s.conn.vitals.clone();
+    vitals.follow(heartbeat.as_ref());
 
     if let Some(welcome) = &s.settings.welcome {
-        if let Step::Gone(why) =
-            write(&mut ws, [Message::text(welcome.as_str())], s.write_timeout).await
-        {
+        let welcome = Message::text(welcome.as_str());
+        vitals.route().sent(&welcome);
+        if let Step::Gone(why) = write(&mut ws, [welcome], s.write_timeout).await {
             return Ended {
                 code: None,
                 reason: why,
@@ -92,10 +99,11 @@ where
             biased;
             () = s.conn.token.cancelled() => Step::Close(
                 close::GOING_AWAY,
-                if s.shutdown.is_cancelled() {
-                    "server shutting down".into()
-                } else {
-                    "route removed from config".into()
+                // A drain sets a reason with a reconnect hint before cancelling.
+                match vitals.take_farewell() {
+                    Some(reason) => reason,
+                    None if s.shutdown.is_cancelled() => "server shutting down".into(),
+                    None => "route removed from config".into(),
                 },
                 s.close_grace,
             ),
@@ -108,31 +116,44 @@ where
                 None => Step::Gone("closed by peer".into()),
                 Some(Ok(msg)) => {
                     beat.on_frame(rule);
+                    vitals.set_missed(beat.missed());
                     inbound(&mut ws, &s, heartbeat.as_ref().map(|(_, h)| h.as_ref()), &mut beat, msg).await
                 }
                 Some(Err(err)) => read_error(err),
             },
-            msg = outbound.recv() => match msg {
-                Ok(msg) => {
-                    let mut batch = vec![msg];
-                    let mut lagged = None;
-                    while batch.len() < BATCH {
-                        match outbound.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(TryRecvError::Lagged(n)) => { lagged = Some(n); break }
-                            Err(_) => break,
+            msg = outbound.recv() => {
+                let policy = s.settings.slow_consumer;
+                match msg {
+                    Ok(first) => match take_batch(&mut outbound, first, policy) {
+                        Ok(batch) => {
+                            if batch.dropped > 0 {
+                                // keep-latest skips by design; drop-oldest only when the ring overflowed.
+                                if policy == SlowConsumer::DropOldest {
+                                    vitals.route().overflowed();
+                                }
+                                debug!(dropped = batch.dropped, ?policy, "slow consumer: skipped messages");
+                            }
+                            for msg in &batch.messages {
+                                vitals.route().sent(msg);
+                            }
+                            vitals.set_queue_depth(outbound.len());
+                            write(&mut ws, batch.messages, s.write_timeout).await
                         }
+                        Err(lagged) => slow(lagged),
+                    },
+                    Err(RecvError::Lagged(n)) if policy == SlowConsumer::Disconnect => slow(n),
+                    Err(RecvError::Lagged(n)) => {
+                        vitals.route().overflowed();
+                        debug!(dropped = n, ?policy, "slow consumer: skipped messages");
+                        Step::Continue
                     }
-                    match (write(&mut ws, batch, s.write_timeout).await, lagged) {
-                        (Step::Continue, Some(n)) => slow(n),
-                        (step, _) => step,
+                    Err(RecvError::Closed) => {
+                        Step::Close(close::GOING_AWAY, "route removed from config".into(), s.close_grace)
                     }
                 }
-                Err(RecvError::Lagged(n)) => slow(n),
-                Err(RecvError::Closed) => Step::Close(close::GOING_AWAY, "route removed".into(), s.close_grace),
-            },
+            }
             changed = pulse.changed() => match changed {
-                Err(_) => Step::Close(close::GOING_AWAY, "route removed".into(), s.close_grace),
+                Err(_) => Step::Close(close::GOING_AWAY, "route removed from config".into(), s.close_grace),
                 Ok(()) => {
                     let now = pulse.borrow_and_update().clone();
                     let same_rule = now.policy.as_ref().map(|(_, h)| (h.strategy(), h.liveness()))
@@ -141,9 +162,13 @@ where
                         beat.reset();
                     }
                     heartbeat = now.policy;
+                    vitals.follow(heartbeat.as_ref());
                     match (now.ping, &heartbeat) {
                         (Some(ping), Some((_, h))) => match beat.on_tick(h.liveness(), ping.token, Instant::now().into_std()) {
-                            TickAction::Send => write(&mut ws, [ping.message], s.write_timeout).await,
+                            TickAction::Send => {
+                                vitals.ping_sent(&ping.message, beat.missed());
+                                write(&mut ws, [ping.message], s.write_timeout).await
+                            }
                             TickAction::Dead { missed } => Step::Close(
                                 close::HEARTBEAT_TIMEOUT,
                                 format!("heartbeat timeout: {missed} pings unanswered"),
@@ -162,7 +187,11 @@ where
 
     match step {
         Step::Close(code, reason, wait) => {
+            if code == close::SLOW_CONSUMER {
+                vitals.route().overflowed();
+            }
             if code == close::HEARTBEAT_TIMEOUT {
+                vitals.timed_out();
                 debug!(
                     policy = heartbeat.as_ref().map(|(n, _)| n.as_ref()),
                     strategy = heartbeat.as_ref().map(|(_, h)| h.strategy().as_str()),
@@ -189,6 +218,48 @@ where
             reason: String::new(),
         },
     }
+}
+
+/// Messages to write now, and how many the slow-consumer policy skipped.
+struct Batch {
+    messages: Vec<Message>,
+    dropped: u64,
+}
+
+/// Takes what the route has queued for this connection after `first`, as its policy says:
+/// up to [`BATCH`] messages or [`BATCH_BYTES`] bytes; for `keep-latest` only the newest.
+/// `Err(lagged)` means a `disconnect` client fell behind.
+fn take_batch(
+    rx: &mut broadcast::Receiver<Message>,
+    first: Message,
+    policy: SlowConsumer,
+) -> Result<Batch, u64> {
+    let mut bytes = first.len();
+    let mut batch = Batch {
+        messages: vec![first],
+        dropped: 0,
+    };
+    for _ in 0..SKIP_LIMIT {
+        let full = batch.messages.len() >= BATCH || bytes >= BATCH_BYTES;
+        if full && policy != SlowConsumer::KeepLatest {
+            break;
+        }
+        match rx.try_recv() {
+            Ok(msg) => {
+                if policy == SlowConsumer::KeepLatest {
+                    batch.dropped += batch.messages.len() as u64;
+                    batch.messages.clear();
+                    bytes = 0;
+                }
+                bytes += msg.len();
+                batch.messages.push(msg);
+            }
+            Err(TryRecvError::Lagged(n)) if policy == SlowConsumer::Disconnect => return Err(n),
+            Err(TryRecvError::Lagged(n)) => batch.dropped += n,
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
 }
 
 fn slow(lagged: u64) -> Step {
@@ -219,7 +290,8 @@ where
 {
     match heartbeat.map_or(Inbound::Pass, |h| h.inspect(&msg)) {
         Inbound::Pong(token) => {
-            beat.on_pong(token, Instant::now().into_std());
+            let rtt = beat.on_pong(token, Instant::now().into_std());
+            s.conn.vitals.pong(rtt, beat.missed());
             return Step::Continue;
         }
         Inbound::Reply(reply) => return write(ws, [reply], s.write_timeout).await,
@@ -232,16 +304,18 @@ where
             _ => Step::Gone("write failed".into()),
         },
         Message::Text(_) | Message::Binary(_) => match s.settings.on_message {
-            OnMessage::Ignore => Step::Continue,
+            OnMessage::Ignore => {
+                s.conn.vitals.route().received(&msg);
+                Step::Continue
+            }
             OnMessage::Echo => {
-                write(
-                    ws,
-                    [prefixed(&s.settings.echo_prefix, msg)],
-                    s.write_timeout,
-                )
-                .await
+                s.conn.vitals.route().received(&msg);
+                let echo = prefixed(&s.settings.echo_prefix, msg);
+                s.conn.vitals.route().sent(&echo);
+                write(ws, [echo], s.write_timeout).await
             }
             OnMessage::Relay => {
+                s.conn.vitals.route().received(&msg);
                 let target = Target::Route(s.route.path.clone());
                 // Relay to a route always resolves; the count is not needed here.
                 let _ = s

@@ -40,6 +40,14 @@ pub fn parse(toml: &str) -> Config {
     if !toml.contains("shutdown_grace") {
         c.server.shutdown_grace = Duration::from_secs(1);
     }
+    // Shutdown closes everyone at once unless a test is about the drain's spread.
+    if !toml.contains("drain_period") {
+        c.server.drain_period = Duration::ZERO;
+    }
+    // Close everyone at once on shutdown unless the test is about draining.
+    if !toml.contains("drain_period") {
+        c.server.drain_period = Duration::ZERO;
+    }
     c
 }
 
@@ -197,7 +205,8 @@ pub async fn http(
 /// any bytes at all. Frames from the server are unmasked.
 pub struct Raw {
     pub stream: TcpStream,
-    buf: Vec<u8>,
+    /// Bytes read past the response head (or the last frame), not yet consumed.
+    pub buf: Vec<u8>,
 }
 
 pub const HANDSHAKE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";

@@ -1,0 +1,402 @@
+//! The WebSocket client side: dialing from several loopback source addresses, and the
+//! per-connection driver that answers both heartbeat kinds and checks fan-out traffic.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::{PingSeen, now_ns};
+
+/// A client connection.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// How long one TCP connect plus WebSocket handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest message a bench client accepts (the 64 KiB broadcast fits).
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// Opens connections to one server, spreading them over loopback source addresses
+/// (each 127.x.y.z has its own ~28 000 ephemeral ports).
+pub struct Dialer {
+    server: SocketAddr,
+    sources: Vec<Ipv4Addr>,
+    next: AtomicUsize,
+}
+
+impl Dialer {
+    /// `sources` addresses 127.B.k.1 (k = 0..sources), B picked from the process id so
+    /// consecutive runs do not meet each other's TIME_WAIT sockets.
+    pub fn new(server: SocketAddr, sources: u8) -> Self {
+        let b = 10 + (std::process::id() % 200) as u8;
+        Self {
+            server,
+            sources: (0..sources.max(1))
+                .map(|k| Ipv4Addr::new(127, b, k, 1))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The server address.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Connects one WebSocket to `path`.
+    pub async fn connect(&self, path: &str) -> anyhow::Result<Ws> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let src = self.sources[i % self.sources.len()];
+        let url = format!("ws://{}{}", self.server, path);
+        let attempt = async {
+            let sock = TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::new(src.into(), 0))
+                .context("binding the source address")?;
+            let stream = sock.connect(self.server).await.context("TCP connect")?;
+            stream.set_nodelay(true)?;
+            // Small buffers: the client holds up to 19 000 connections in one process.
+            let config = WebSocketConfig::default()
+                .read_buffer_size(4096)
+                .write_buffer_size(0)
+                .max_message_size(Some(MAX_MESSAGE))
+                .max_frame_size(Some(MAX_MESSAGE));
+            let (ws, _) = client_async_with_config(url.as_str(), stream, Some(config))
+                .await
+                .context("WebSocket handshake")?;
+            anyhow::Ok(ws)
+        };
+        timeout(CONNECT_TIMEOUT, attempt)
+            .await
+            .context("connect timed out")?
+    }
+}
+
+/// What `connect_all` produced.
+pub struct Opened {
+    /// The connections, each with the index of the path it used.
+    pub conns: Vec<(usize, Ws)>,
+    /// Connections that failed.
+    pub failures: usize,
+    /// Wall time from the first connect to the last.
+    pub elapsed: Duration,
+    /// The first failure, for the summary.
+    pub first_error: Option<String>,
+}
+
+/// Opens `n` connections, path `paths[i % len]`, at most `concurrency` in flight.
+pub async fn connect_all(
+    dialer: &Arc<Dialer>,
+    n: usize,
+    paths: &[String],
+    concurrency: usize,
+) -> Opened {
+    let start = Instant::now();
+    let results: Vec<(usize, anyhow::Result<Ws>)> = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let dialer = dialer.clone();
+            let p = i % paths.len().max(1);
+            let path = paths.get(p).cloned().unwrap_or_else(|| "/".into());
+            async move { (p, dialer.connect(&path).await) }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let elapsed = start.elapsed();
+    let mut conns = Vec::with_capacity(n);
+    let mut failures = 0;
+    let mut first_error = None;
+    for (p, r) in results {
+        match r {
+            Ok(ws) => conns.push((p, ws)),
+            Err(e) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    Opened {
+        conns,
+        failures,
+        elapsed,
+        first_error,
+    }
+}
+
+/// Counters every driver updates.
+pub struct Shared {
+    /// Fan-out messages received, all connections.
+    pub delivered: AtomicU64,
+    /// Large binary broadcasts received.
+    pub big: AtomicU64,
+    /// Connections that ended before the scenario stopped them.
+    pub dropped: AtomicU64,
+    /// Per fan-out sequence number: the largest latency seen (ns), i.e. when the last client had it.
+    pub last_by_seq: Vec<AtomicU64>,
+    /// Latest arrival of any fan-out message (ns since the epoch).
+    pub last_arrival: AtomicU64,
+}
+
+impl Shared {
+    /// Counters for `expected` fan-out messages per client.
+    pub fn new(expected: usize) -> Arc<Self> {
+        Arc::new(Self {
+            delivered: AtomicU64::new(0),
+            big: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_by_seq: (0..expected).map(|_| AtomicU64::new(0)).collect(),
+            last_arrival: AtomicU64::new(0),
+        })
+    }
+}
+
+/// What one connection saw.
+#[derive(Debug, Default)]
+pub struct ConnReport {
+    /// Per-delivery latency, microseconds.
+    pub lat_us: Vec<u32>,
+    /// Distinct fan-out messages.
+    pub unique: u64,
+    /// Repeated fan-out messages.
+    pub dups: u64,
+    /// Fan-out messages that arrived after a later one.
+    pub out_of_order: u64,
+    /// Heartbeat pings seen (both kinds).
+    pub pings: Vec<PingSeen>,
+    /// Close code, if the server closed it.
+    pub close_code: Option<u16>,
+    /// Whether it ended before being told to stop.
+    pub dropped: bool,
+}
+
+/// The fan-out payload: `F <seq> <send ns> ` padded with `x` to `size` bytes.
+pub fn fanout_payload(seq: usize, size: usize) -> String {
+    let mut s = format!("F {seq} {} ", now_ns());
+    while s.len() < size {
+        s.push('x');
+    }
+    s
+}
+
+fn parse_fanout(text: &str) -> Option<(usize, u64)> {
+    let mut it = text.strip_prefix("F ")?.split(' ');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The token of a gzip `{"ping": ms}` message, if `data` is one.
+fn gzip_ping(data: &[u8]) -> Option<u64> {
+    if !data.starts_with(&[0x1f, 0x8b]) {
+        return None;
+    }
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_string(&mut text)
+        .ok()?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()?
+        .get("ping")?
+        .as_u64()
+}
+
+/// The 13-byte big-endian millisecond token of a protocol ping, 0 for any other payload.
+fn protocol_token(payload: &[u8]) -> u64 {
+    if payload.len() != 13 || payload[..5].iter().any(|&b| b != 0) {
+        return 0;
+    }
+    payload[5..]
+        .iter()
+        .fold(0, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+/// Reads one connection until `stop`: answers gzip JSON pings with `{"pong": ms}`
+/// (tungstenite answers protocol pings itself), checks fan-out sequence numbers.
+pub async fn drive(mut ws: Ws, shared: Arc<Shared>, stop: CancellationToken) -> ConnReport {
+    let mut r = ConnReport::default();
+    let expected = shared.last_by_seq.len();
+    let mut seen: Vec<u64> = Vec::new();
+    let mut max_seq: Option<usize> = None;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            m = ws.next() => m,
+        };
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let Some((seq, sent)) = parse_fanout(t.as_str()) else {
+                    continue;
+                };
+                let at = now_ns();
+                let lat = at.saturating_sub(sent);
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                shared.last_arrival.fetch_max(at, Ordering::Relaxed);
+                if let Some(slot) = shared.last_by_seq.get(seq) {
+                    slot.fetch_max(lat, Ordering::Relaxed);
+                }
+                r.lat_us.push(u32::try_from(lat / 1000).unwrap_or(u32::MAX));
+                if seen.is_empty() {
+                    seen = vec![0; expected.div_ceil(64).max(1)];
+                }
+                let (w, bit) = (seq / 64, 1u64 << (seq % 64));
+                match seen.get_mut(w) {
+                    Some(word) if *word & bit != 0 => r.dups += 1,
+                    Some(word) => {
+                        *word |= bit;
+                        r.unique += 1;
+                        if max_seq.is_some_and(|m| seq < m) {
+                            r.out_of_order += 1;
+                        }
+                        max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
+                    }
+                    None => {}
+                }
+            }
+            Some(Ok(Message::Binary(b))) => {
+                if let Some(token) = gzip_ping(&b) {
+                    r.pings.push(PingSeen {
+                        token_ms: token,
+                        at_ns: now_ns(),
+                    });
+                    let pong = Message::text(format!("{{\"pong\": {token}}}"));
+                    if ws.send(pong).await.is_err() {
+                        r.dropped = true;
+                        break;
+                    }
+                } else if b.len() >= 1024 {
+                    shared.big.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(Ok(Message::Ping(p))) => {
+                r.pings.push(PingSeen {
+                    token_ms: protocol_token(&p),
+                    at_ns: now_ns(),
+                });
+            }
+            Some(Ok(Message::Close(frame))) => {
+                r.close_code = frame.map(|f| u16::from(f.code));
+                r.dropped = true;
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => {
+                r.dropped = true;
+                break;
+            }
+        }
+    }
+    if r.dropped {
+        shared.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+/// A peer that never answers: after the handshake nobody reads through tungstenite
+/// (so no Pong is sent); the raw socket is watched for the server's Close frame or EOF.
+/// Returns how long after `since` the server gave up on it, or `None` by `until`.
+pub async fn silent(ws: Ws, since: Instant, until: Instant) -> Option<Duration> {
+    let stream = ws.get_ref();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let ready = tokio::time::timeout_at(until.into(), stream.readable()).await;
+        match ready {
+            Err(_) => return None,
+            Ok(Err(_)) => return Some(since.elapsed()),
+            Ok(Ok(())) => {}
+        }
+        match stream.try_read(&mut buf) {
+            Ok(0) => return Some(since.elapsed()),
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                if scan_for_close(&mut pending) {
+                    return Some(since.elapsed());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Some(since.elapsed()),
+        }
+    }
+}
+
+/// Consumes whole server frames from `buf`; true once a Close frame (opcode 8) is seen.
+fn scan_for_close(buf: &mut Vec<u8>) -> bool {
+    loop {
+        if buf.len() < 2 {
+            return false;
+        }
+        let opcode = buf[0] & 0x0f;
+        let masked = buf[1] & 0x80 != 0;
+        let (len, mut at) = match buf[1] & 0x7f {
+            126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+            127 if buf.len() >= 10 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&buf[2..10]);
+                (u64::from_be_bytes(b), 10)
+            }
+            126 | 127 => return false,
+            n => (u64::from(n), 2),
+        };
+        if masked {
+            at += 4;
+        }
+        if opcode == 8 {
+            return true;
+        }
+        let Ok(end) = usize::try_from(len).map(|l| l.saturating_add(at)) else {
+            return true;
+        };
+        if buf.len() < end {
+            return false;
+        }
+        buf.drain(..end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fanout_payload_round_trips() {
+        let p = fanout_payload(42, 100);
+        assert_eq!(p.len(), 100);
+        let (seq, sent) = parse_fanout(&p).unwrap();
+        assert_eq!(seq, 42);
+        assert!(sent > 0);
+    }
+
+    #[test]
+    fn protocol_tokens_are_13_byte_big_endian() {
+        let mut p = [0u8; 13];
+        p[5..].copy_from_slice(&1_492_420_473_027u64.to_be_bytes());
+        assert_eq!(protocol_token(&p), 1_492_420_473_027);
+        assert_eq!(protocol_token(b""), 0);
+    }
+
+    #[test]
+    fn close_is_found_after_other_frames() {
+        let mut buf = vec![0x89, 2, 1, 2, 0x88, 2, 0x0f, 0xa0];
+        assert!(scan_for_close(&mut buf));
+        let mut partial = vec![0x82, 126, 0x01];
+        assert!(!scan_for_close(&mut partial));
+    }
+
+    #[test]
+    fn gzip_pings_are_recognised() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(br#"{"ping": 1492420473027}"#).unwrap();
+        let data = enc.finish().unwrap();
+        assert_eq!(gzip_ping(&data), Some(1_492_420_473_027));
+        assert_eq!(gzip_ping(b"plain"), None);
+    }
+}

@@ -1,0 +1,471 @@
+//! Prometheus metrics: plain counters shared through an `Arc<Metrics>` (no globals),
+//! rendered as OpenMetrics text by the admin listener's `GET /metrics`.
+//!
+//! Hot paths never look a label set up: a connection resolves its route's counters once
+//! at its handshake ([`RouteCounters`]) and its policy's when the policy changes
+//! ([`PolicyCounters`]); each is a clone sharing the family's atomic.
+
+use std::fmt;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::heartbeat::Strategy;
+use crate::hub::Hub;
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Why a WebSocket handshake was refused (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The route's `origins` do not allow the client's Origin (403).
+    Origin,
+    /// `server.max_connections` reached (503).
+    Limit,
+    /// Not a valid WebSocket upgrade: method, headers, version or key (405/426/400).
+    BadHandshake,
+}
+
+impl Rejection {
+    /// Classifies a handshake answer by the status [`crate::handshake`] refuses with;
+    /// `None` for 101 (accepted) and 404 (route removed while connecting).
+    pub fn of(status: hyper::StatusCode) -> Option<Self> {
+        match status.as_u16() {
+            403 => Some(Self::Origin),
+            503 => Some(Self::Limit),
+            400 | 405 | 426 => Some(Self::BadHandshake),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Origin => "origin",
+            Self::Limit => "limit",
+            Self::BadHandshake => "bad_handshake",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteKind {
+    route: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Status {
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyStrategy {
+    policy: String,
+    strategy: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    policy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: &'static str,
+}
+
+type RttFamily = Family<PolicyLabel, Histogram, fn() -> Histogram>;
+
+fn rtt_histogram() -> Histogram {
+    // 1 ms to ~16 s, doubling: LAN pongs land low, a phone on a bad cell high.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Every metric heartwire exports, and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    connections_open: Family<RouteLabel, Gauge>,
+    routes: Gauge,
+    accepted: Family<RouteLabel, Counter>,
+    rejected: Family<Reason, Counter>,
+    sent: Family<RouteKind, Counter>,
+    received: Family<RouteKind, Counter>,
+    bytes_out: Family<RouteLabel, Counter>,
+    overflows: Family<RouteLabel, Counter>,
+    publish: Family<Status, Counter>,
+    pings: Family<PolicyStrategy, Counter>,
+    pongs: Family<PolicyStrategy, Counter>,
+    timeouts: Family<PolicyStrategy, Counter>,
+    rtt: RttFamily,
+    payloads: Family<PolicyLabel, Counter>,
+    reloads: Family<Outcome, Counter>,
+    last_reload_ok: Gauge,
+    draining: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every family registered and build info set.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("heartwire");
+        let m = Self {
+            connections_open: Family::default(),
+            routes: Gauge::default(),
+            accepted: Family::default(),
+            rejected: Family::default(),
+            sent: Family::default(),
+            received: Family::default(),
+            bytes_out: Family::default(),
+            overflows: Family::default(),
+            publish: Family::default(),
+            pings: Family::default(),
+            pongs: Family::default(),
+            timeouts: Family::default(),
+            rtt: Family::new_with_constructor(rtt_histogram),
+            payloads: Family::default(),
+            reloads: Family::default(),
+            last_reload_ok: Gauge::default(),
+            draining: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let build: Family<Build, Gauge> = Family::default();
+        build
+            .get_or_create(&Build {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        m.last_reload_ok.set(1);
+        let r = &mut registry;
+        r.register("build_info", "heartwire version (value is always 1)", build);
+        r.register(
+            "connections_open",
+            "Open WebSocket connections by route",
+            m.connections_open.clone(),
+        );
+        r.register("routes", "WebSocket routes served", m.routes.clone());
+        r.register(
+            "connections_accepted",
+            "WebSocket handshakes accepted, by route",
+            m.accepted.clone(),
+        );
+        r.register(
+            "connections_rejected",
+            "WebSocket handshakes refused, by reason (origin, limit, bad_handshake)",
+            m.rejected.clone(),
+        );
+        r.register(
+            "messages_sent",
+            "Data messages written to clients, by route and kind",
+            m.sent.clone(),
+        );
+        r.register(
+            "messages_received",
+            "Data messages received from clients (heartbeat traffic excluded), by route and kind",
+            m.received.clone(),
+        );
+        r.register(
+            "bytes_out",
+            "Payload bytes written to clients, heartbeats included, by route",
+            m.bytes_out.clone(),
+        );
+        r.register(
+            "queue_overflows",
+            "Times a client fell behind its route's queue (closed with 1008, or skipped messages), by route",
+            m.overflows.clone(),
+        );
+        r.register(
+            "publish_requests",
+            "Publish requests by HTTP status",
+            m.publish.clone(),
+        );
+        r.register(
+            "heartbeat_pings_sent",
+            "Heartbeat pings sent, by policy and strategy",
+            m.pings.clone(),
+        );
+        r.register(
+            "heartbeat_pongs_received",
+            "Heartbeat pongs matching a ping, by policy and strategy",
+            m.pongs.clone(),
+        );
+        r.register(
+            "heartbeat_timeouts",
+            "Clients closed with 4000 (heartbeat timeout), by policy and strategy",
+            m.timeouts.clone(),
+        );
+        r.register(
+            "heartbeat_rtt_seconds",
+            "Ping to pong round-trip time, by policy",
+            m.rtt.clone(),
+        );
+        r.register(
+            "heartbeat_ping_payloads_built",
+            "Ping payloads built (one per tick per policy, shared by its connections)",
+            m.payloads.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads (SIGHUP) by result (ok, error)",
+            m.reloads.clone(),
+        );
+        r.register(
+            "config_last_reload_successful",
+            "1 if the last reload was applied (or none happened), 0 if it was refused",
+            m.last_reload_ok.clone(),
+        );
+        r.register("draining", "1 once shutdown has begun", m.draining.clone());
+        Self { registry, ..m }
+    }
+
+    /// Renders every family, refreshing the live gauges from `hub` first.
+    pub fn render(&self, hub: &Hub) -> String {
+        // Cleared first so a removed route's series disappears instead of sticking at its last value.
+        self.connections_open.clear();
+        let routes = hub.routes();
+        for route in &routes {
+            self.connections_open
+                .get_or_create(&RouteLabel {
+                    route: route.path.clone(),
+                })
+                .set(i64::try_from(route.len()).unwrap_or(i64::MAX));
+        }
+        self.routes
+            .set(i64::try_from(routes.len()).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            // Writing to a String fails only if an encoder does; say so in the scrape.
+            out = format!("# encoding failed: {err}\n# EOF\n");
+        }
+        out
+    }
+
+    /// The counters a connection on `route` updates, resolved once.
+    pub fn route(&self, route: &str) -> RouteCounters {
+        let kind = |family: &Family<RouteKind, Counter>, kind| {
+            family.get_or_create_owned(&RouteKind {
+                route: route.to_owned(),
+                kind,
+            })
+        };
+        let label = RouteLabel {
+            route: route.to_owned(),
+        };
+        RouteCounters {
+            sent_text: kind(&self.sent, "text"),
+            sent_binary: kind(&self.sent, "binary"),
+            received_text: kind(&self.received, "text"),
+            received_binary: kind(&self.received, "binary"),
+            bytes_out: self.bytes_out.get_or_create_owned(&label),
+            overflows: self.overflows.get_or_create_owned(&label),
+        }
+    }
+
+    /// The counters a connection following `policy` updates, resolved once per policy change.
+    pub fn policy(&self, policy: &str, strategy: Strategy) -> PolicyCounters {
+        let label = PolicyStrategy {
+            policy: policy.to_owned(),
+            strategy: strategy.as_str(),
+        };
+        PolicyCounters {
+            pings: self.pings.get_or_create_owned(&label),
+            pongs: self.pongs.get_or_create_owned(&label),
+            timeouts: self.timeouts.get_or_create_owned(&label),
+            rtt: self.rtt.get_or_create_owned(&PolicyLabel {
+                policy: policy.to_owned(),
+            }),
+        }
+    }
+
+    /// A handshake on `route` succeeded.
+    pub fn accepted(&self, route: &str) {
+        self.accepted
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A handshake was refused.
+    pub fn rejected(&self, why: Rejection) {
+        self.rejected
+            .get_or_create(&Reason {
+                reason: why.as_str(),
+            })
+            .inc();
+    }
+
+    /// A publish request was answered with `status`.
+    pub fn published(&self, status: u16) {
+        self.publish.get_or_create(&Status { status }).inc();
+    }
+
+    /// A policy's ticker built its ping payload.
+    pub fn payload_built(&self, policy: &str) {
+        self.payloads
+            .get_or_create(&PolicyLabel {
+                policy: policy.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A SIGHUP reload finished: applied (`true`) or refused.
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&Outcome { result }).inc();
+        self.last_reload_ok.set(i64::from(ok));
+    }
+
+    /// Whether the last reload was applied (true before any reload).
+    pub fn last_reload_ok(&self) -> bool {
+        self.last_reload_ok.get() == 1
+    }
+
+    /// Shutdown has begun.
+    pub fn set_draining(&self) {
+        self.draining.set(1);
+    }
+}
+
+/// One route's counters, as a connection holds them.
+#[derive(Debug, Clone, Default)]
+pub struct RouteCounters {
+    sent_text: Counter,
+    sent_binary: Counter,
+    received_text: Counter,
+    received_binary: Counter,
+    bytes_out: Counter,
+    overflows: Counter,
+}
+
+impl RouteCounters {
+    /// A data message is being written.
+    pub fn sent(&self, msg: &Message) {
+        match msg {
+            Message::Text(t) => {
+                self.sent_text.inc();
+                self.bytes(t.len());
+            }
+            Message::Binary(b) => {
+                self.sent_binary.inc();
+                self.bytes(b.len());
+            }
+            other => self.bytes(other.len()),
+        }
+    }
+
+    /// A data message arrived.
+    pub fn received(&self, msg: &Message) {
+        match msg {
+            Message::Text(_) => self.received_text.inc(),
+            Message::Binary(_) => self.received_binary.inc(),
+            _ => return,
+        };
+    }
+
+    /// Payload bytes written that are not data messages (heartbeats).
+    pub fn bytes(&self, n: usize) {
+        self.bytes_out.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// The connection fell behind its route's queue.
+    pub fn overflowed(&self) {
+        self.overflows.inc();
+    }
+}
+
+/// One policy's counters, as a connection holds them.
+#[derive(Debug, Clone)]
+pub struct PolicyCounters {
+    pings: Counter,
+    pongs: Counter,
+    timeouts: Counter,
+    rtt: Histogram,
+}
+
+impl PolicyCounters {
+    /// A ping is being written.
+    pub fn ping(&self) {
+        self.pings.inc();
+    }
+
+    /// A pong answered a remembered ping after `rtt`.
+    pub fn pong(&self, rtt: Duration) {
+        self.pongs.inc();
+        self.rtt.observe(rtt.as_secs_f64());
+    }
+
+    /// The peer was declared dead.
+    pub fn timeout(&self) {
+        self.timeouts.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_families_with_their_labels() {
+        let m = Metrics::new();
+        let hub = Hub::default();
+        m.accepted("/ws");
+        m.rejected(Rejection::Origin);
+        m.published(200);
+        m.reloaded(false);
+        let c = m.route("/ws");
+        c.sent(&Message::text("hello"));
+        let p = m.policy("app", Strategy::JsonGzip);
+        p.ping();
+        p.pong(Duration::from_millis(3));
+        let text = m.render(&hub);
+        for line in [
+            "heartwire_build_info{version=\"",
+            "heartwire_connections_accepted_total{route=\"/ws\"} 1",
+            "heartwire_connections_rejected_total{reason=\"origin\"} 1",
+            "heartwire_publish_requests_total{status=\"200\"} 1",
+            "heartwire_config_reloads_total{result=\"error\"} 1",
+            "heartwire_config_last_reload_successful 0",
+            "heartwire_messages_sent_total{route=\"/ws\",kind=\"text\"} 1",
+            "heartwire_bytes_out_total{route=\"/ws\"} 5",
+            "heartwire_heartbeat_pings_sent_total{policy=\"app\",strategy=\"json-gzip\"} 1",
+            "heartwire_heartbeat_rtt_seconds_count{policy=\"app\"} 1",
+            "heartwire_routes 0",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

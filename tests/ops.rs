@@ -1,0 +1,698 @@
+//! Operations, against the real binary over real sockets: sd_notify sequence, metrics
+//! after a scripted scenario, /healthz while draining, the drain spread, socket activation,
+//! a refused reload. The daemon logs JSON (one object per line) to stderr; tests learn its
+//! addresses from the `listening` / `admin listening` lines (`fields.addr`) and wait on
+//! log lines and notify datagrams, each wait bounded by a timeout.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{T, connect, http, recv_close, recv_text, send_text};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartwire");
+
+/// The binary, its stderr as parsed JSON lines, and the addresses it reported.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far (non-JSON lines as strings).
+    log: Vec<Value>,
+    config: PathBuf,
+    public: SocketAddr,
+    admin: Option<SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+/// Writes `toml` to a fresh directory and runs `heartwire --config` on it.
+fn start(toml: &str, env: &[(&str, &str)]) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("heartwire.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(&config);
+    let mut d = spawn(cmd, env, dir, config);
+    d.public = d.addr_of("listening");
+    d
+}
+
+fn spawn(
+    mut cmd: Command,
+    env: &[(&str, &str)],
+    dir: tempfile::TempDir,
+    config: PathBuf,
+) -> Daemon {
+    cmd.env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run heartwire");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Daemon {
+        child,
+        lines,
+        log: Vec::new(),
+        config,
+        public: "0.0.0.0:0".parse().unwrap(),
+        admin: None,
+        _dir: dir,
+    }
+}
+
+fn message(v: &Value) -> &str {
+    v["fields"]["message"].as_str().unwrap_or_default()
+}
+
+impl Daemon {
+    /// Waits for a log line matching `pred` (looking at lines already read first).
+    fn wait_log(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.log.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(err) => panic!("no log line `{what}` ({err}); log so far:\n{:#?}", self.log),
+            };
+            let v = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
+            self.log.push(v.clone());
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    fn wait_message(&mut self, text: &str) -> Value {
+        self.wait_log(text, |v| message(v).contains(text))
+    }
+
+    fn addr_of(&mut self, msg: &str) -> SocketAddr {
+        let v = self.wait_log(msg, |v| message(v) == msg);
+        v["fields"]["addr"].as_str().unwrap().parse().unwrap()
+    }
+
+    fn admin(&mut self) -> SocketAddr {
+        if self.admin.is_none() {
+            self.admin = Some(self.addr_of("admin listening"));
+        }
+        self.admin.unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit (its stderr closes first), reading the rest of the log.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
+                    self.log.push(v);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("heartwire did not exit"),
+            }
+        }
+        self.child.wait().unwrap()
+    }
+
+    async fn metrics(&mut self) -> String {
+        let (status, body) = http(self.admin(), "GET", "/metrics", &[], b"").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Only this test's own child, by its handle.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of the series written exactly as `series` (name and labels), or panics.
+fn metric(text: &str, series: &str) -> f64 {
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no series `{series}` in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A unix datagram socket standing in for systemd's notify socket.
+struct NotifySocket {
+    sock: UnixDatagram,
+    path: PathBuf,
+    /// Every datagram received so far.
+    seen: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn bind() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        Self {
+            sock,
+            path,
+            seen: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// Waits for a datagram matching `pred`; returns it.
+    fn wait(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + T;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no notify message `{what}`; got {:#?}",
+                self.seen
+            );
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            let Ok(n) = self.sock.recv(&mut buf) else {
+                continue;
+            };
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.seen.push(msg.clone());
+            if pred(&msg) {
+                return msg;
+            }
+        }
+    }
+}
+
+fn has_line(msg: &str, line: &str) -> bool {
+    msg.lines().any(|l| l == line)
+}
+
+const OPS_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+drain_period = "0s"
+shutdown_grace = "2s"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+format = "json"
+level = "info"
+[[route]]
+path = "/news"
+channel = "news"
+on_message = "echo"
+"#;
+
+#[test]
+fn notify_sequence_ready_watchdog_reload_stopping() {
+    let mut notify = NotifySocket::bind();
+    let mut d = start(
+        OPS_CONFIG,
+        &[
+            ("NOTIFY_SOCKET", notify.path()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let ready = notify.wait("READY=1", |m| has_line(m, "READY=1"));
+    assert!(
+        has_line(&ready, "STATUS=serving 0 connections on 1 route"),
+        "{ready:?}"
+    );
+    // WATCHDOG_USEC = 200 ms: pings every 100 ms from the runtime.
+    notify.wait("WATCHDOG=1", |m| has_line(m, "WATCHDOG=1"));
+    notify.wait("WATCHDOG=1 again", |m| has_line(m, "WATCHDOG=1"));
+
+    d.signal("HUP");
+    let reloading = notify.wait("RELOADING=1", |m| has_line(m, "RELOADING=1"));
+    let usec = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC in {reloading:?}"));
+    assert!(usec.parse::<u64>().unwrap() > 0);
+    notify.wait("READY=1 after the reload", |m| has_line(m, "READY=1"));
+
+    d.signal("TERM");
+    let stopping = notify.wait("STOPPING=1", |m| has_line(m, "STOPPING=1"));
+    assert!(stopping.contains("STATUS=draining"), "{stopping:?}");
+    assert!(d.wait_exit().success());
+
+    // The order, ignoring watchdog pings and status updates.
+    let order: Vec<&str> = notify
+        .seen
+        .iter()
+        .filter_map(|m| {
+            ["READY=1", "RELOADING=1", "STOPPING=1"]
+                .into_iter()
+                .find(|k| has_line(m, k))
+        })
+        .collect();
+    assert_eq!(order, ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_shows_in_metrics_and_status() {
+    let mut notify = NotifySocket::bind();
+    let mut d = start(OPS_CONFIG, &[("NOTIFY_SOCKET", notify.path())]);
+    notify.wait("READY=1", |m| has_line(m, "READY=1"));
+    let before = d.metrics().await;
+    assert_eq!(
+        metric(&before, "heartwire_config_last_reload_successful"),
+        1.0
+    );
+
+    std::fs::write(&d.config, "[server]\nmax_connections = 0\n").unwrap();
+    d.signal("HUP");
+    d.wait_message("reload refused");
+    notify.wait("READY=1 after the refused reload", |m| {
+        has_line(m, "READY=1")
+    });
+    let status = notify.wait("STATUS with the failure", |m| {
+        m.contains("last reload failed")
+    });
+    assert!(
+        status.starts_with("STATUS=serving 0 connections on 1 route;"),
+        "{status:?}"
+    );
+
+    let after = d.metrics().await;
+    assert_eq!(
+        metric(&after, r#"heartwire_config_reloads_total{result="error"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, "heartwire_config_last_reload_successful"),
+        0.0
+    );
+    // The running config still serves.
+    let (status, _) = http(d.public, "GET", "/publish?msg=x", &[], b"").await;
+    assert_eq!(status, 200);
+    d.signal("TERM");
+    assert!(d.wait_exit().success());
+}
+
+const SCENARIO: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+max_connections = 3
+drain_period = "0s"
+shutdown_grace = "2s"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+format = "json"
+level = "info"
+[heartbeat.quick]
+strategy = "json-gzip"
+ping_interval = "150ms"
+max_missed = 1
+[[route]]
+path = "/news"
+channel = "news"
+on_message = "echo"
+[[route]]
+path = "/beat"
+heartbeat = "quick"
+on_message = "ignore"
+[[route]]
+path = "/strict"
+origins = ["https://ok.example"]
+"#;
+
+/// N = 3 connects (+1 after the reload), M = 2 publishes, one heartbeat timeout, one reload
+/// (which also raises the log level): every counter exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_reflect_a_scripted_scenario() {
+    let mut d = start(SCENARIO, &[]);
+    let (public, admin) = (d.public, d.admin());
+
+    // Refusals: no upgrade headers (426), a foreign origin (403).
+    assert_eq!(http(public, "GET", "/news", &[], b"").await.0, 426);
+    assert!(
+        connect(public, "/strict", Some("https://evil.example"))
+            .await
+            .is_err()
+    );
+
+    // N = 3 clients fill max_connections; a 4th is refused (503).
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(connect(public, "/news", None).await.unwrap());
+    }
+    assert!(connect(public, "/news", None).await.is_err());
+
+    // One message from each client, echoed back: counted, and proof that each
+    // connection's loop runs (so it receives the publishes below).
+    for c in &mut clients {
+        send_text(c, "hi").await;
+        assert_eq!(recv_text(c).await, "hi");
+    }
+
+    // M = 2 publishes to the route's channel, each received by all 3; one to no channel (404).
+    for body in ["m1", "m2"] {
+        let (status, _) = http(
+            public,
+            "POST",
+            "/publish?channel=news",
+            &[],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    for c in &mut clients {
+        assert_eq!(recv_text(c).await, "m1");
+        assert_eq!(recv_text(c).await, "m2");
+    }
+    assert_eq!(
+        http(public, "POST", "/publish?channel=nope", &[], b"x")
+            .await
+            .0,
+        404
+    );
+
+    // One reload: room for one more connection, and debug logging from now on.
+    let grown = SCENARIO
+        .replace("max_connections = 3", "max_connections = 4")
+        .replace("level = \"info\"", "level = \"debug\"");
+    std::fs::write(&d.config, grown).unwrap();
+    d.signal("HUP");
+    d.wait_message("config reloaded");
+
+    // One heartbeat timeout: a client that never answers the gzip pings.
+    let mut silent = connect(public, "/beat", None).await.unwrap();
+    let frame = recv_close(&mut silent).await;
+    assert_eq!(u16::from(frame.code), 4000);
+
+    // The new level applies: the silent client's connection logged at debug, as JSON
+    // with its span's structured fields.
+    let open = d.wait_log("debug `open` with span fields", |v| {
+        message(v) == "open" && v["span"]["route"] == "/beat"
+    });
+    assert_eq!(open["level"], "DEBUG");
+    assert!(
+        open["span"]["id"].is_u64() && open["span"]["peer"].is_string(),
+        "{open}"
+    );
+
+    let m = d.metrics().await;
+    let cases: &[(&str, f64)] = &[
+        (
+            r#"heartwire_connections_accepted_total{route="/news"}"#,
+            3.0,
+        ),
+        (
+            r#"heartwire_connections_accepted_total{route="/beat"}"#,
+            1.0,
+        ),
+        (
+            r#"heartwire_connections_rejected_total{reason="bad_handshake"}"#,
+            1.0,
+        ),
+        (
+            r#"heartwire_connections_rejected_total{reason="origin"}"#,
+            1.0,
+        ),
+        (
+            r#"heartwire_connections_rejected_total{reason="limit"}"#,
+            1.0,
+        ),
+        (r#"heartwire_connections_open{route="/news"}"#, 3.0),
+        (
+            r#"heartwire_messages_sent_total{route="/news",kind="text"}"#,
+            9.0,
+        ),
+        (
+            r#"heartwire_messages_received_total{route="/news",kind="text"}"#,
+            3.0,
+        ),
+        (r#"heartwire_bytes_out_total{route="/news"}"#, 18.0),
+        (r#"heartwire_publish_requests_total{status="200"}"#, 2.0),
+        (r#"heartwire_publish_requests_total{status="404"}"#, 1.0),
+        (
+            r#"heartwire_heartbeat_pings_sent_total{policy="quick",strategy="json-gzip"}"#,
+            1.0,
+        ),
+        (
+            r#"heartwire_heartbeat_pongs_received_total{policy="quick",strategy="json-gzip"}"#,
+            0.0,
+        ),
+        (
+            r#"heartwire_heartbeat_timeouts_total{policy="quick",strategy="json-gzip"}"#,
+            1.0,
+        ),
+        (r#"heartwire_config_reloads_total{result="ok"}"#, 1.0),
+        ("heartwire_config_last_reload_successful", 1.0),
+        ("heartwire_routes", 3.0),
+        ("heartwire_draining", 0.0),
+    ];
+    for (series, want) in cases {
+        assert_eq!(metric(&m, series), *want, "{series}");
+    }
+    // The ticker built one payload per tick (at least the two the silent client saw),
+    // not one per connection.
+    assert!(
+        metric(
+            &m,
+            r#"heartwire_heartbeat_ping_payloads_built_total{policy="quick"}"#
+        ) >= 2.0
+    );
+    assert!(m.contains(&format!(
+        "heartwire_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+
+    // /connections lists the three live clients.
+    let (status, body) = http(admin, "GET", "/connections", &[], b"").await;
+    assert_eq!(status, 200);
+    let list: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let news: Vec<&Value> = list.iter().filter(|c| c["route"] == "/news").collect();
+    assert_eq!(news.len(), 3, "{body}");
+    for c in news {
+        assert!(
+            c["id"].is_u64() && c["peer"].is_string() && c["since"].is_string(),
+            "{c}"
+        );
+        assert_eq!(
+            (c["policy"].clone(), c["missed"].clone()),
+            (Value::Null, 0.into())
+        );
+        assert!(
+            c["queue_depth"].is_u64() && c.get("last_rtt_ms").is_some(),
+            "{c}"
+        );
+    }
+
+    d.signal("TERM");
+    for c in &mut clients {
+        assert_eq!(u16::from(recv_close(c).await.code), 1001);
+    }
+    assert!(d.wait_exit().success());
+    // Every line the daemon wrote was one JSON object.
+    let bad: Vec<&Value> = d.log.iter().filter(|v| !v.is_object()).collect();
+    assert!(bad.is_empty(), "non-JSON log lines: {bad:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_while_draining() {
+    let toml = OPS_CONFIG.replace("shutdown_grace = \"2s\"", "shutdown_grace = \"5s\"");
+    let mut d = start(&toml, &[]);
+    let admin = d.admin();
+    assert_eq!(
+        http(admin, "GET", "/healthz", &[], b"").await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(http(admin, "POST", "/healthz", &[], b"").await.0, 405);
+    assert_eq!(http(admin, "GET", "/nope", &[], b"").await.0, 404);
+    // A client that does not answer the close holds the shutdown in its grace period.
+    let mut held = connect(d.public, "/news", None).await.unwrap();
+    d.signal("TERM");
+    d.wait_message("shutting down");
+    assert_eq!(
+        http(admin, "GET", "/healthz", &[], b"").await,
+        (503, "draining\n".into())
+    );
+    let m = d.metrics().await;
+    assert_eq!(metric(&m, "heartwire_draining"), 1.0);
+    assert_eq!(u16::from(recv_close(&mut held).await.code), 1001);
+    assert!(d.wait_exit().success());
+}
+
+/// With a drain period, close times spread across it, and every client gets 1001 with a
+/// reconnect hint within `reconnect_jitter`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_spreads_closes_over_the_period() {
+    const CLIENTS: usize = 20;
+    let period = Duration::from_secs(2);
+    let toml = OPS_CONFIG.replace(
+        "drain_period = \"0s\"",
+        "drain_period = \"2s\"\nreconnect_jitter = \"1500ms\"",
+    );
+    let mut d = start(&toml, &[]);
+    let mut tasks = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(CLIENTS);
+    let (go_tx, _) = tokio::sync::broadcast::channel::<Instant>(1);
+    for _ in 0..CLIENTS {
+        let mut ws = connect(d.public, "/news", None).await.unwrap();
+        // An echo proves the connection's loop runs.
+        send_text(&mut ws, "ping").await;
+        assert_eq!(recv_text(&mut ws).await, "ping");
+        let ready_tx = ready_tx.clone();
+        let mut go = go_tx.subscribe();
+        tasks.push(tokio::spawn(async move {
+            ready_tx.send(()).await.unwrap();
+            let started = go.recv().await.unwrap();
+            loop {
+                match tokio::time::timeout(T, ws.next())
+                    .await
+                    .expect("no close in time")
+                {
+                    Some(Ok(Message::Close(Some(frame)))) => {
+                        return (
+                            started.elapsed(),
+                            u16::from(frame.code),
+                            frame.reason.to_string(),
+                        );
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("ended without a close frame: {other:?}"),
+                }
+            }
+        }));
+    }
+    for _ in 0..CLIENTS {
+        ready_rx.recv().await.unwrap();
+    }
+    go_tx.send(Instant::now()).unwrap();
+    d.signal("TERM");
+    let mut times = Vec::new();
+    for t in tasks {
+        let (at, code, reason) = t.await.unwrap();
+        assert_eq!(code, 1001);
+        let hint = reason
+            .strip_prefix("server shutting down; reconnect in ")
+            .and_then(|r| r.strip_suffix(" ms"))
+            .unwrap_or_else(|| panic!("reason {reason:?}"));
+        assert!(hint.parse::<u64>().unwrap() <= 1500, "{reason}");
+        times.push(at);
+    }
+    times.sort();
+    let (first, last) = (times[0], times[CLIENTS - 1]);
+    // 20 batches, 100 ms apart: the first at once, the last at 1.9 s.
+    assert!(
+        first < Duration::from_millis(600),
+        "first close at {first:?}"
+    );
+    assert!(last >= period * 3 / 4, "last close at {last:?}: not spread");
+    assert!(
+        last < period + Duration::from_secs(2),
+        "last close at {last:?}"
+    );
+    let early = times.iter().filter(|t| **t < period / 2).count();
+    assert!(
+        (5..=15).contains(&early),
+        "{early} of {CLIENTS} closed in the first half: {times:?}"
+    );
+    assert!(d.wait_exit().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_serves_the_inherited_listener() {
+    let Ok(activate) = which("systemd-socket-activate") else {
+        println!(
+            "SKIPPED: systemd-socket-activate is not installed (Debian: apt-get install systemd)"
+        );
+        return;
+    };
+    // systemd-socket-activate cannot bind port 0: take a free port, release it, pass it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("heartwire.toml");
+    // server.listen names a port that is not served: the inherited socket is.
+    std::fs::write(
+        &config,
+        OPS_CONFIG.replace("127.0.0.1:0\"\ndrain", "127.0.0.1:1\"\ndrain"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(activate);
+    cmd.arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(BIN)
+        .arg("--config")
+        .arg(&config);
+    let mut d = spawn(cmd, &[], dir, config);
+    d.wait_log("systemd-socket-activate listening", |v| {
+        v.as_str().is_some_and(|l| l.starts_with("Listening on"))
+    });
+    // It starts the daemon on the first connection, which the kernel queues meanwhile:
+    // this connect completes once the daemon has started and accepted it.
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ws = connect(addr, "/news", None).await.unwrap();
+    // An echo proves the connection's loop runs (and so receives publishes).
+    send_text(&mut ws, "ping").await;
+    assert_eq!(recv_text(&mut ws).await, "ping");
+    let inherited = d.wait_message("socket activation");
+    assert_eq!(inherited["fields"]["sockets"], 1);
+    assert_eq!(d.addr_of("listening"), addr);
+    let (status, body) = http(addr, "GET", "/publish?msg=hello&channel=news", &[], b"").await;
+    assert_eq!((status, body.as_str()), (200, "{\"queued\":1}\n"));
+    assert_eq!(recv_text(&mut ws).await, "hello");
+    d.signal("TERM");
+    assert_eq!(u16::from(recv_close(&mut ws).await.code), 1001);
+    assert!(d.wait_exit().success());
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| Path::new(p).is_file())
+        .ok_or(())
+}
