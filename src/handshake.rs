@@ -139,6 +139,8 @@ pub fn upgrade(
                 * 2
                 + 4096,
         );
+    // Subscribe now, before the client can see its 101: a publish it triggers must reach it.
+    let feeds = live.feeds();
     let (conn, registration) = state.hub.register(&live, peer);
     let session = Session {
         conn,
@@ -169,7 +171,7 @@ pub fn upgrade(
             .await;
             debug!("open");
             // A bug in one connection must not take others down: contain and report it.
-            match contained(supervisor::supervise(ws, session)).await {
+            match contained(supervisor::supervise(ws, session, feeds)).await {
                 Ok(ended) => debug!(code = ended.code, reason = %ended.reason, "closed"),
                 Err(panic) => error!(panic, "connection task panicked; connection dropped"),
             }

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::heartbeat::Pulse;
 use crate::metrics::Metrics;
 use crate::vitals::Vitals;
+use crate::wire::WireFrame;
 
 /// Who a message is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +44,20 @@ pub enum DeliveryError {
 pub struct Route {
     /// Its path, which identifies it across reloads.
     pub path: String,
-    outbound: broadcast::Sender<Message>,
+    outbound: broadcast::Sender<WireFrame>,
     /// The heartbeat pulse its connections follow.
     pub pulse: watch::Sender<Pulse>,
     /// Cancelled when the route is removed (or drained at shutdown).
     pub closing: CancellationToken,
     conns: Mutex<HashMap<u64, Conn>>,
+}
+
+/// A connection's subscriptions to its route: fan-out frames and heartbeat pulses.
+pub struct Feeds {
+    /// The route's fan-out, from the moment of subscribing.
+    pub outbound: broadcast::Receiver<WireFrame>,
+    /// The route's heartbeat policy and ticks.
+    pub pulse: watch::Receiver<Pulse>,
 }
 
 /// A registered connection, as listed for operators.
@@ -77,14 +86,17 @@ impl Route {
         }
     }
 
-    /// Queues `msg` for every connection of this route; returns how many.
-    pub fn send(&self, msg: Message) -> usize {
-        self.outbound.send(msg).unwrap_or(0)
+    /// Queues an encoded frame for every connection of this route; returns how many.
+    pub fn send(&self, frame: WireFrame) -> usize {
+        self.outbound.send(frame).unwrap_or(0)
     }
 
-    /// A receiver for this route's fan-out, starting at the next message.
-    pub fn subscribe(&self) -> broadcast::Receiver<Message> {
-        self.outbound.subscribe()
+    /// Subscribes a new connection to the route's fan-out and heartbeat.
+    pub fn feeds(&self) -> Feeds {
+        Feeds {
+            outbound: self.outbound.subscribe(),
+            pulse: self.pulse.subscribe(),
+        }
     }
 
     /// Live connections.
@@ -199,7 +211,9 @@ impl Hub {
     }
 
     /// Queues `msg` for every connection `target` names; returns how many.
+    /// The message is encoded once, whatever the number of routes and connections.
     pub fn deliver(&self, target: &Target, msg: Message) -> Result<usize, DeliveryError> {
+        let msg = WireFrame::new(msg);
         let table = self.read();
         let count = match target {
             Target::All => table.routes.values().map(|r| r.send(msg.clone())).sum(),

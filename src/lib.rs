@@ -32,5 +32,6 @@ pub mod server;
 pub mod signals;
 pub mod supervisor;
 pub mod vitals;
+pub mod wire;
 
 pub use server::{run, run_with};

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::io::IoSlice;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{self, Instant};
@@ -23,7 +25,8 @@ use crate::broker::Broker;
 use crate::close;
 use crate::config::{OnMessage, RouteConfig, SlowConsumer};
 use crate::heartbeat::{Heartbeat, Inbound, Liveness, PeerBeat, TickAction};
-use crate::hub::{Conn, Route, Target};
+use crate::hub::{Conn, Feeds, Route, Target};
+use crate::wire::WireFrame;
 
 /// Most queued messages written before one flush.
 const BATCH: usize = 64;
@@ -67,13 +70,18 @@ enum Step {
     Gone(String),
 }
 
-/// Runs a connection until it closes.
-pub async fn supervise<S>(mut ws: WebSocketStream<S>, s: Session) -> Ended
+/// Runs a connection until it closes. `feeds` were subscribed before the handshake was
+/// answered, so nothing published after the client saw its 101 is missed.
+pub async fn supervise<S>(mut ws: WebSocketStream<S>, s: Session, feeds: Feeds) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut outbound = s.route.subscribe();
-    let mut pulse = s.route.pulse.subscribe();
+    let Feeds {
+        mut outbound,
+        mut pulse,
+    } = feeds;
+    // Reused for every batch: no allocation per delivery.
+    let mut batch = Vec::new();
     let mut heartbeat = pulse.borrow_and_update().policy.clone();
     let mut beat = PeerBeat::default();
     let vitals = s.conn.vitals.clone();
@@ -124,20 +132,22 @@ where
             msg = outbound.recv() => {
                 let policy = s.settings.slow_consumer;
                 match msg {
-                    Ok(first) => match take_batch(&mut outbound, first, policy) {
-                        Ok(batch) => {
-                            if batch.dropped > 0 {
+                    Ok(first) => match take_batch(&mut outbound, first, policy, &mut batch) {
+                        Ok(dropped) => {
+                            if dropped > 0 {
                                 // keep-latest skips by design; drop-oldest only when the ring overflowed.
                                 if policy == SlowConsumer::DropOldest {
                                     vitals.route().overflowed();
                                 }
-                                debug!(dropped = batch.dropped, ?policy, "slow consumer: skipped messages");
+                                debug!(dropped, ?policy, "slow consumer: skipped messages");
                             }
-                            for msg in &batch.messages {
-                                vitals.route().sent(msg);
+                            for frame in &batch {
+                                vitals.route().sent(frame.message());
                             }
                             vitals.set_queue_depth(outbound.len());
-                            write(&mut ws, batch.messages, s.write_timeout).await
+                            let step = write_shared(&mut ws, &batch, s.write_timeout).await;
+                            batch.clear();
+                            step
                         }
                         Err(lagged) => slow(lagged),
                     },
@@ -166,8 +176,8 @@ where
                     match (now.ping, &heartbeat) {
                         (Some(ping), Some((_, h))) => match beat.on_tick(h.liveness(), ping.token, Instant::now().into_std()) {
                             TickAction::Send => {
-                                vitals.ping_sent(&ping.message, beat.missed());
-                                write(&mut ws, [ping.message], s.write_timeout).await
+                                vitals.ping_sent(ping.frame.message(), beat.missed());
+                                write_shared(&mut ws, std::slice::from_ref(&ping.frame), s.write_timeout).await
                             }
                             TickAction::Dead { missed } => Step::Close(
                                 close::HEARTBEAT_TIMEOUT,
@@ -220,46 +230,85 @@ where
     }
 }
 
-/// Messages to write now, and how many the slow-consumer policy skipped.
-struct Batch {
-    messages: Vec<Message>,
-    dropped: u64,
-}
-
-/// Takes what the route has queued for this connection after `first`, as its policy says:
-/// up to [`BATCH`] messages or [`BATCH_BYTES`] bytes; for `keep-latest` only the newest.
-/// `Err(lagged)` means a `disconnect` client fell behind.
+/// Fills `batch` with `first` and what else the route has queued for this connection, as
+/// its policy says: up to [`BATCH`] frames or [`BATCH_BYTES`] bytes; for `keep-latest` only
+/// the newest. Returns how many were skipped; `Err(lagged)` means a `disconnect` client fell behind.
 fn take_batch(
-    rx: &mut broadcast::Receiver<Message>,
-    first: Message,
+    rx: &mut broadcast::Receiver<WireFrame>,
+    first: WireFrame,
     policy: SlowConsumer,
-) -> Result<Batch, u64> {
-    let mut bytes = first.len();
-    let mut batch = Batch {
-        messages: vec![first],
-        dropped: 0,
-    };
+    batch: &mut Vec<WireFrame>,
+) -> Result<u64, u64> {
+    let mut bytes = first.encoded().len();
+    let mut dropped = 0;
+    batch.push(first);
     for _ in 0..SKIP_LIMIT {
-        let full = batch.messages.len() >= BATCH || bytes >= BATCH_BYTES;
+        let full = batch.len() >= BATCH || bytes >= BATCH_BYTES;
         if full && policy != SlowConsumer::KeepLatest {
             break;
         }
         match rx.try_recv() {
-            Ok(msg) => {
+            Ok(frame) => {
                 if policy == SlowConsumer::KeepLatest {
-                    batch.dropped += batch.messages.len() as u64;
-                    batch.messages.clear();
+                    dropped += batch.len() as u64;
+                    batch.clear();
                     bytes = 0;
                 }
-                bytes += msg.len();
-                batch.messages.push(msg);
+                bytes += frame.encoded().len();
+                batch.push(frame);
             }
-            Err(TryRecvError::Lagged(n)) if policy == SlowConsumer::Disconnect => return Err(n),
-            Err(TryRecvError::Lagged(n)) => batch.dropped += n,
+            Err(TryRecvError::Lagged(n)) if policy == SlowConsumer::Disconnect => {
+                batch.clear();
+                return Err(n);
+            }
+            Err(TryRecvError::Lagged(n)) => dropped += n,
             Err(_) => break,
         }
     }
-    Ok(batch)
+    Ok(dropped)
+}
+
+/// Writes shared, pre-encoded frames straight to the socket (one syscall for a batch when
+/// the stream supports vectored writes), after anything tungstenite itself has queued.
+async fn write_shared<S>(ws: &mut WebSocketStream<S>, frames: &[WireFrame], limit: Duration) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let result = time::timeout(limit, async {
+        // tungstenite's own frames (pongs, echoes) go first, so frames never interleave.
+        ws.flush().await.map_err(|e| e.to_string())?;
+        let io = ws.get_mut();
+        let written = match frames {
+            [one] => io.write_all(one.encoded()).await,
+            many => write_all_vectored(io, many).await,
+        };
+        written.map_err(|e| e.to_string())?;
+        io.flush().await.map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => Step::Continue,
+        Ok(Err(err)) => Step::Gone(format!("write failed: {err}")),
+        Err(_) => Step::Gone(format!(
+            "write blocked for more than {limit:?}: client not reading"
+        )),
+    }
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    frames: &[WireFrame],
+) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f.encoded())).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = io.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }
 
 fn slow(lagged: u64) -> Step {

@@ -218,3 +218,19 @@ path = "/c"
     assert_eq!(recv_text(&mut ws).await, "ok");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_publish_right_after_the_handshake_reaches_the_new_client() {
+    let s = Server::start("[[route]]\npath = \"/c\"\n").await;
+    let mut clients = Vec::new();
+    for i in 1..=30 {
+        // The connection subscribes before its 101 is sent, so no window exists.
+        clients.push(s.ws("/c").await);
+        let (status, body) = s.publish("/publish", &format!("m{i}")).await;
+        assert_eq!((status, body), (200, format!("{{\"queued\":{i}}}\n")));
+    }
+    for (i, ws) in clients.iter_mut().enumerate() {
+        assert_eq!(recv_text(ws).await, format!("m{}", i + 1));
+    }
+    s.stop().await;
+}

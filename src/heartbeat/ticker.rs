@@ -11,19 +11,19 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::{self, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{Heartbeat, now_millis};
 use crate::config::Policy;
+use crate::wire::WireFrame;
 
 /// One tick's ping, shared by every connection of the policy.
 #[derive(Debug, Clone)]
 pub struct Ping {
     /// Milliseconds since the epoch, also inside the payload.
     pub token: u64,
-    /// The encoded message (payload bytes are reference-counted, never copied per connection).
-    pub message: Message,
+    /// The ping as a complete frame, built once per tick; every connection writes these bytes.
+    pub frame: WireFrame,
 }
 
 /// What a route's connections watch: the current policy and, on a tick, its ping.
@@ -122,7 +122,7 @@ async fn tick(
         last = token;
         let ping = Ping {
             token,
-            message: heartbeat.ping(token),
+            frame: WireFrame::new(heartbeat.ping(token)),
         };
         on_tick(&policy);
         for tx in &routes {
