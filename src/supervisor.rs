@@ -286,13 +286,7 @@ where
         io.flush().await.map_err(|e| e.to_string())
     })
     .await;
-    match result {
-        Ok(Ok(())) => Step::Continue,
-        Ok(Err(err)) => Step::Gone(format!("write failed: {err}")),
-        Err(_) => Step::Gone(format!(
-            "write blocked for more than {limit:?}: client not reading"
-        )),
-    }
+    written(result, limit)
 }
 
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
@@ -408,6 +402,14 @@ where
         ws.flush().await
     })
     .await;
+    written(result, limit)
+}
+
+/// The step after a write bounded by `limit`.
+fn written<E: std::fmt::Display>(
+    result: Result<Result<(), E>, time::error::Elapsed>,
+    limit: Duration,
+) -> Step {
     match result {
         Ok(Ok(())) => Step::Continue,
         Ok(Err(err)) => Step::Gone(format!("write failed: {err}")),
