@@ -128,8 +128,9 @@ pub fn upgrade(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.server.max_message_size))
         .max_frame_size(Some(config.server.max_frame_size))
-        // Small buffers: most connections idle, and memory per connection is what scales.
-        .read_buffer_size(4096)
+        // Allocated up front for every connection, yet clients mostly send pongs: start small;
+        // tungstenite reserves room for a larger frame when one arrives.
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(
             config
