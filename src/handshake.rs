@@ -172,7 +172,9 @@ pub fn upgrade(
             .await;
             debug!("open");
             // A bug in one connection must not take others down: contain and report it.
-            match contained(supervisor::supervise(ws, session, feeds)).await {
+            // Boxed once: a large future moved into the wrapper would otherwise take its
+            // space twice in every connection's task.
+            match contained(Box::pin(supervisor::supervise(ws, session, feeds))).await {
                 Ok(ended) => debug!(code = ended.code, reason = %ended.reason, "closed"),
                 Err(panic) => error!(panic, "connection task panicked; connection dropped"),
             }

@@ -115,6 +115,8 @@ where
                 },
                 s.close_grace,
             ),
+            // Built per turn on purpose: when a pong clears the deadline the timer is
+            // dropped with it, rather than left to wake an idle connection for nothing.
             () = sleep_until(deadline) => Step::Close(
                 close::HEARTBEAT_TIMEOUT,
                 "heartbeat timeout".into(),
@@ -125,7 +127,9 @@ where
                 Some(Ok(msg)) => {
                     beat.on_frame(rule);
                     vitals.set_missed(beat.missed());
-                    inbound(&mut ws, &s, heartbeat.as_ref().map(|(_, h)| h.as_ref()), &mut beat, msg).await
+                    // Boxed, like the close below: cold paths whose state would otherwise
+                    // enlarge every idle connection's task.
+                    Box::pin(inbound(&mut ws, &s, heartbeat.as_ref().map(|(_, h)| h.as_ref()), &mut beat, msg)).await
                 }
                 Some(Err(err)) => read_error(err),
             },
@@ -210,12 +214,12 @@ where
                     "peer declared dead"
                 );
             }
-            close_with(
+            Box::pin(close_with(
                 &mut ws,
                 code,
                 &reason,
                 wait.max(CLOSE_WAIT.min(s.close_grace)),
-            )
+            ))
             .await;
             Ended {
                 code: Some(code),
@@ -305,19 +309,19 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn slow(lagged: u64) -> Step {
     Step::Close(
         close::SLOW_CONSUMER,
         format!("slow consumer: fell {lagged} messages behind; read faster or reconnect"),
         Duration::ZERO,
     )
-}
-
-async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(at) => time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Handles one client message.
