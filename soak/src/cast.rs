@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -50,13 +51,15 @@ impl Kind {
     /// Share of the clients, per mille; `Feed` takes what the rounding leaves.
     pub fn share(self) -> usize {
         match self {
-            Kind::Feed => 400,
+            Kind::Feed => 440,
             Kind::App => 330,
             Kind::Bulk => 35,
             Kind::Churn => 100,
-            Kind::Silent => 70,
-            Kind::Stalled => 50,
-            Kind::Trickle => 15,
+            Kind::Silent => 75,
+            // Few: each backs up to ~4 MiB of kernel send buffer in the daemon before it
+            // is cut off, and a few hundred of them put loopback TCP under memory pressure.
+            Kind::Stalled => 15,
+            Kind::Trickle => 5,
         }
     }
 }
@@ -129,17 +132,20 @@ pub struct Timing {
     /// A silent client must get its 4000 within this of connecting.
     #[serde(with = "ms")]
     pub silent_limit: Duration,
-    /// How long a stalled (or trickle) client lags before it checks that it was cut off.
+    /// Traffic time a slow session is expected to need; none starts with less left.
     #[serde(with = "ms")]
     pub stall: Duration,
+    /// Messages a slow client must be behind before it checks that it was cut off.
+    pub lag: u64,
+    /// How long it then waits (over the daemon's `write_timeout`) before checking.
+    #[serde(with = "ms")]
+    pub settle: Duration,
     /// A trickle client's pause between two reads.
     #[serde(with = "ms")]
     pub trickle_pause: Duration,
     /// Longest a cut-off client may take to read what was buffered up to the end.
     #[serde(with = "ms")]
     pub drain: Duration,
-    /// SO_RCVBUF of stalled and trickle clients, bytes.
-    pub slow_rcvbuf: u32,
 }
 
 mod ms {
@@ -163,6 +169,8 @@ pub struct Cast {
     pub gate: Arc<Semaphore>,
     /// Each client reports once whether its first session opened.
     pub ready: mpsc::UnboundedSender<bool>,
+    /// Messages published so far on the `bulk` stream.
+    pub published: Arc<AtomicU64>,
 }
 
 /// Plays client number `index` of `kind` to the end and returns its tally.
@@ -175,11 +183,10 @@ pub async fn play(cast: Cast, kind: Kind, index: usize) -> Tally {
         Kind::Churn => "/app",
         Kind::Bulk | Kind::Stalled | Kind::Trickle => "/bulk",
     };
-    let rcvbuf = matches!(kind, Kind::Stalled | Kind::Trickle).then_some(cast.timing.slow_rcvbuf);
     let first = {
         // The permit only spaces out the first connects; it is never closed.
         let _permit = cast.gate.acquire().await;
-        open(&cast, route, rcvbuf).await
+        open(&cast, route).await
     };
     let ws = match first {
         Ok(ws) => ws,
@@ -217,8 +224,8 @@ fn stream_of(route: &str) -> Stream {
 
 /// Connects and waits for the welcome, which the server sends only once the connection
 /// is subscribed to its route: from then on it must get every publish.
-async fn open(cast: &Cast, route: &str, rcvbuf: Option<u32>) -> anyhow::Result<Ws> {
-    let mut ws = wire::connect(cast.addr, route, rcvbuf).await?;
+async fn open(cast: &Cast, route: &str) -> anyhow::Result<Ws> {
+    let mut ws = wire::connect(cast.addr, route).await?;
     wire::expect_welcome(&mut ws, cast.timing.welcome).await?;
     Ok(ws)
 }
@@ -380,21 +387,15 @@ async fn churn(cast: &Cast, mut ws: Ws, route: &str, who: &str, t: &mut Tally) {
             break;
         }
         sleep(Duration::from_millis(fastrand::u64(0..300))).await;
-        ws = match open_again(cast, route, None, who, t).await {
+        ws = match open_again(cast, route, who, t).await {
             Some(ws) => ws,
             None => break,
         };
     }
 }
 
-async fn open_again(
-    cast: &Cast,
-    route: &str,
-    rcvbuf: Option<u32>,
-    who: &str,
-    t: &mut Tally,
-) -> Option<Ws> {
-    match open(cast, route, rcvbuf).await {
+async fn open_again(cast: &Cast, route: &str, who: &str, t: &mut Tally) -> Option<Ws> {
+    match open(cast, route).await {
         Ok(ws) => {
             t.sessions += 1;
             Some(ws)
@@ -442,7 +443,7 @@ async fn silent(cast: &Cast, mut ws: Ws, route: &str, who: &str, t: &mut Tally) 
         if !cast.phase.borrow().has_room(Duration::ZERO) {
             break;
         }
-        ws = match open_again(cast, route, None, who, t).await {
+        ws = match open_again(cast, route, who, t).await {
             Some(ws) => ws,
             None => break,
         };
@@ -461,9 +462,12 @@ async fn traffic(phase: &mut watch::Receiver<Phase>) -> Option<Instant> {
     }
 }
 
-/// A slow client on `/bulk`: for `stall` it never reads (`pace` `None`) or reads one
-/// message per `pace`; then it reads fast and must find the stream already cut (1008, or
-/// the end of a connection the server dropped). Again while traffic leaves room.
+/// A slow client on `/bulk`: it never reads (`pace` `None`) or reads one message per
+/// `pace` until the daemon has published `lag` messages it has not read, more than the
+/// kernel's socket buffers can hold; after `settle` (over `write_timeout`) it reads fast
+/// and must find the stream already cut (1008, or the end of a connection the server
+/// dropped). Counting messages rather than seconds keeps the verdict fair when a loaded
+/// machine publishes slower than asked. Again while traffic leaves room.
 async fn slow(
     cast: &Cast,
     mut ws: Ws,
@@ -473,61 +477,86 @@ async fn slow(
     t: &mut Tally,
 ) {
     let mut phase = cast.phase.clone();
-    // The stall needs traffic all along to fill the buffers; the drain may run past the end.
-    let room = cast.timing.stall;
     loop {
         if traffic(&mut phase).await.is_none() {
             t.fail(format!("{who}: traffic ended before it could fall behind"));
             close(&mut ws, who, t).await;
             return;
         }
+        // Subscribed (welcome seen) before this reading: every later message is due to it.
+        let start = cast.published.load(Ordering::Relaxed);
         let mut seq = Sequence::joined(stream_of(route));
-        let cut = match pace {
+        let early = match pace {
             None => {
-                sleep(cast.timing.stall).await;
+                while !seq_behind(&seq, start, cast) && phase.borrow().has_room(Duration::ZERO) {
+                    sleep(POLL).await;
+                }
+                None
+            }
+            Some(pace) => trickled(&mut ws, &mut seq, pace, cast, start, &phase, who, t).await,
+        };
+        let cut = match early {
+            Some(cut) => cut,
+            None if seq_behind(&seq, start, cast) => {
+                sleep(cast.timing.settle).await;
                 drained(&mut ws, &mut seq, cast.timing.drain, who, t).await
             }
-            Some(pace) => {
-                let until = Instant::now() + cast.timing.stall;
-                match trickled(&mut ws, &mut seq, pace, until, who, t).await {
-                    Some(cut) => cut,
-                    None => drained(&mut ws, &mut seq, cast.timing.drain, who, t).await,
-                }
+            None => {
+                // Traffic ended before it fell far enough behind: no verdict either way.
+                t.unjudged += 1;
+                close(&mut ws, who, t).await;
+                false
             }
         };
         t.checked += seq.seen();
-        if !cut || !phase.borrow().has_room(room) {
+        if !cut || !phase.borrow().has_room(cast.timing.stall) {
             return;
         }
-        ws = match open_again(cast, route, Some(cast.timing.slow_rcvbuf), who, t).await {
+        ws = match open_again(cast, route, who, t).await {
             Some(ws) => ws,
             None => return,
         };
     }
 }
 
-/// Reads one message per `pace` until `until`. `Some(cut)` if the session ended on the
-/// way (`true`: it was cut off as a slow client should be); `None` if still open.
+/// How often a stalled client looks at the publish count.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Whether the daemon has published `lag` messages past what this client has read.
+fn seq_behind(seq: &Sequence, start: u64, cast: &Cast) -> bool {
+    let due = seq.next().unwrap_or(start);
+    cast.published.load(Ordering::Relaxed).saturating_sub(due) >= cast.timing.lag
+}
+
+/// Reads one message per `pace` until the client is `lag` behind or traffic ends.
+/// `Some(cut)` if the session ended on the way (`true`: cut off as a slow client should
+/// be); `None` if still open.
+#[allow(clippy::too_many_arguments)]
 async fn trickled(
     ws: &mut Ws,
     seq: &mut Sequence,
     pace: Duration,
-    until: Instant,
+    cast: &Cast,
+    start: u64,
+    phase: &watch::Receiver<Phase>,
     who: &str,
     t: &mut Tally,
 ) -> Option<bool> {
-    loop {
-        let Ok(event) = timeout_at(until, wire::next_event(ws)).await else {
-            return None;
+    while !seq_behind(seq, start, cast) && phase.borrow().has_room(Duration::ZERO) {
+        let Ok(event) = tokio::time::timeout(cast.timing.idle, wire::next_event(ws)).await else {
+            t.fail(format!(
+                "{who}: no frame for {:?} while trickling",
+                cast.timing.idle
+            ));
+            close(ws, who, t).await;
+            return Some(false);
         };
         if let Some(cut) = slow_event(ws, event, seq, who, t).await {
             return Some(cut);
         }
-        if Instant::now() + pace >= until {
-            return None;
-        }
         sleep(pace).await;
     }
+    None
 }
 
 /// A cut-off client's last look: reads what was buffered, in order, up to a 1008 close
@@ -539,16 +568,21 @@ async fn drained(
     who: &str,
     t: &mut Tally,
 ) -> bool {
-    let deadline = Instant::now() + drain;
+    let start = Instant::now();
+    let deadline = start + drain;
+    let mut last = start;
     loop {
         let Ok(event) = timeout_at(deadline, wire::next_event(ws)).await else {
             t.fail(format!(
-                "{who}: not cut off: still being sent to after {} messages",
-                seq.seen()
+                "{who}: not cut off: no close and no end of stream {drain:?} into the drain \
+                 ({} messages read, the last {} ms in)",
+                seq.seen(),
+                (last - start).as_millis()
             ));
             let _ = wire::close(ws).await;
             return false;
         };
+        last = Instant::now();
         if let Some(cut) = slow_event(ws, event, seq, who, t).await {
             return cut;
         }

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -43,6 +44,8 @@ const CONNECT_PHASE_LIMIT: Duration = Duration::from_secs(90);
 const EMPTY_LIMIT: Duration = Duration::from_secs(30);
 /// How long its descriptors may take to settle back after that.
 const FD_SETTLE_LIMIT: Duration = Duration::from_secs(5);
+/// How long freed memory may take to be returned to the system after every client left.
+const RSS_SETTLE_LIMIT: Duration = Duration::from_secs(30);
 /// How long a reload may take to show in the metrics.
 const RELOAD_LIMIT: Duration = Duration::from_secs(5);
 /// How often RSS and descriptors are sampled for the peak figures.
@@ -96,9 +99,13 @@ struct Args {
     /// Largest accepted growth of RSS over its baseline once every client has left.
     #[arg(long, default_value_t = 0.10)]
     rss_tolerance: f64,
-    /// Seconds a stalled or trickle client lags before checking it was cut off.
-    #[arg(long, default_value_t = 20.0)]
+    /// Seconds of traffic a slow (stalled or trickle) session needs; none starts with less left.
+    #[arg(long, default_value_t = 35.0)]
     stall: f64,
+    /// Messages a slow client must be behind before checking it was cut off
+    /// [default: (tcp_wmem max + tcp_rmem default) / bulk-size + 64, over what the kernel buffers].
+    #[arg(long)]
+    lag: Option<u64>,
     /// Seconds within which a silent client must be closed with 4000.
     #[arg(long, default_value_t = 15.0)]
     silent_limit: f64,
@@ -225,9 +232,10 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         churn_max: Duration::from_secs(8),
         silent_limit: Duration::from_secs_f64(args.silent_limit),
         stall: Duration::from_secs_f64(args.stall),
+        lag: args.lag.unwrap_or_else(|| default_lag(args.bulk_size)),
+        settle: Duration::from_secs(2),
         trickle_pause: Duration::from_secs(1),
         drain: Duration::from_secs(10),
-        slow_rcvbuf: 4096,
     };
     let daemon = Daemon {
         pid: args.pid,
@@ -257,12 +265,14 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
     let counts = mix(args.clients);
     let (phase_tx, phase_rx) = watch::channel(Phase::Warmup);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let bulk_published = Arc::new(AtomicU64::new(0));
     let cast = Cast {
         addr: args.addr,
         timing,
         phase: phase_rx,
         gate: Arc::new(Semaphore::new(args.concurrency.max(1))),
         ready: ready_tx,
+        published: bulk_published.clone(),
     };
     let mut clients = JoinSet::new();
     for &(kind, n) in &counts {
@@ -299,6 +309,7 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         args.rate,
         args.size,
         until,
+        Arc::new(AtomicU64::new(0)),
     ));
     let bulk_pub = tokio::spawn(publish(
         args.addr,
@@ -306,6 +317,7 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         args.bulk_rate,
         args.bulk_size,
         until,
+        bulk_published,
     ));
     let reloader = tokio::spawn(reload_twice(
         daemon.clone(),
@@ -371,7 +383,15 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         sleep(POLL_EVERY).await;
         fds1 = daemon.fds()?;
     }
-    let rss1 = daemon.rss_kib()?;
+    // The allocator hands freed pages back on its own schedule (jemalloc purges after
+    // about 10 s), so wait for RSS to come down, within a bound.
+    let settle_by = Instant::now() + RSS_SETTLE_LIMIT;
+    let within = (rss0 as f64 * (1.0 + args.rss_tolerance)) as u64;
+    let mut rss1 = daemon.rss_kib()?;
+    while rss1 > within && Instant::now() < settle_by {
+        sleep(POLL_EVERY).await;
+        rss1 = daemon.rss_kib()?;
+    }
     stop_sampling.cancel();
     let (rss_peak, fds_peak) = sampler.await.unwrap_or((0, 0));
     let server = daemon.metrics().await?.map(|m| ServerFigures {
@@ -404,9 +424,7 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
     let full: [Kind; 3] = [Kind::Feed, Kind::App, Kind::Bulk];
     let full_run_clients = full.iter().map(|k| kinds[k].clients).sum();
     let full_run_complete = full.iter().map(|k| kinds[k].complete).sum();
-    if kinds[&Kind::Silent].clients > 0
-        && kinds[&Kind::Silent].endings.contains_key("4000") == false
-    {
+    if kinds[&Kind::Silent].clients > 0 && !kinds[&Kind::Silent].endings.contains_key("4000") {
         failures.push("no silent client was closed with 4000".into());
     }
     let slow_cut: u64 = [Kind::Stalled, Kind::Trickle]
@@ -483,6 +501,21 @@ fn mix(total: usize) -> Vec<(Kind, usize)> {
     counts
 }
 
+/// Messages of `size` bytes that more than fill what the kernel can buffer for a client
+/// that does not read: the daemon's send buffer (autotuned up to `tcp_wmem` max) plus the
+/// client's receive buffer (`tcp_rmem` default), with room for the route's ring.
+fn default_lag(size: usize) -> u64 {
+    let field = |file: &str, i: usize, fallback: u64| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(i)?.parse().ok())
+            .unwrap_or(fallback)
+    };
+    let wmem_max = field("/proc/sys/net/ipv4/tcp_wmem", 2, 4 << 20);
+    let rmem_default = field("/proc/sys/net/ipv4/tcp_rmem", 1, 128 << 10);
+    (wmem_max + rmem_default) / size.max(1) as u64 + 64
+}
+
 /// Publishes to every route (no channel) and returns `queued`: the daemon's live
 /// connection count.
 async fn probe(addr: SocketAddr) -> anyhow::Result<u64> {
@@ -499,6 +532,7 @@ async fn publish(
     rate: f64,
     size: usize,
     until: Instant,
+    published: Arc<AtomicU64>,
 ) -> Published {
     let mut out = Published {
         rate,
@@ -523,6 +557,7 @@ async fn publish(
                 out.max_latency_ms = out.max_latency_ms.max(sent.elapsed().as_millis() as u64);
                 out.queued += http::queued(&answer).unwrap_or(0);
                 out.count += 1;
+                published.store(out.count, Ordering::Relaxed);
             }
             Ok((status, answer)) => {
                 out.failures.push(format!(
@@ -637,6 +672,12 @@ mod tests {
             assert_eq!(counts.iter().map(|(_, n)| n).sum::<usize>(), total);
         }
         assert!(mix(3000).iter().all(|(_, n)| *n > 0));
+    }
+
+    #[test]
+    fn the_default_lag_exceeds_the_kernel_buffers() {
+        assert!(default_lag(32 * 1024) > (4 << 20) / (32 * 1024));
+        assert!(default_lag(0) > 0);
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub struct Tally {
     pub endings: BTreeMap<String, u64>,
     /// Longest time from connecting to the server's 4000 close (silent clients), ms.
     pub max_close_ms: u64,
+    /// Slow sessions that traffic outlasted before they fell far enough behind to judge.
+    pub unjudged: u64,
     /// Failures found.
     pub failures: u64,
     /// The first failures, described.
@@ -157,6 +159,7 @@ impl Tally {
             *self.endings.entry(k).or_default() += v;
         }
         self.max_close_ms = self.max_close_ms.max(other.max_close_ms);
+        self.unjudged += other.unjudged;
         self.failures += other.failures;
         for f in other.failure_samples {
             if self.failure_samples.len() < MAX_FAILURES_KEPT {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use flate2::read::GzDecoder;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async};
@@ -83,18 +83,14 @@ pub enum Event {
     Unexpected(String),
 }
 
-/// Opens a WebSocket to `path`; `rcvbuf` shrinks the socket's receive buffer so a
-/// client that stops reading backs the server up sooner.
-pub async fn connect(addr: SocketAddr, path: &str, rcvbuf: Option<u32>) -> anyhow::Result<Ws> {
+/// Opens a WebSocket to `path`.
+///
+/// Slow clients keep the default receive buffer: one far below the loopback MSS (64 KiB)
+/// leaves the sender probing a zero window with exponential backoff, so what the daemon
+/// already wrote arrives seconds apart and a cut-off looks like a hang.
+pub async fn connect(addr: SocketAddr, path: &str) -> anyhow::Result<Ws> {
     let open = async {
-        let socket = TcpSocket::new_v4().context("creating a socket")?;
-        if let Some(size) = rcvbuf {
-            socket
-                .set_recv_buffer_size(size)
-                .context("setting SO_RCVBUF")?;
-        }
-        let stream = socket
-            .connect(addr)
+        let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true).context("setting TCP_NODELAY")?;

@@ -9,9 +9,9 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::Floor;
 use super::conn::Conn;
 use super::frame::{self, Parsed};
+use super::{Floor, Target};
 
 /// Largest request head.
 const MAX_HEAD: usize = 8 * 1024;
@@ -120,7 +120,10 @@ pub async fn serve(floor: Arc<Floor>, mut stream: TcpStream) {
             }
             continue;
         }
-        let channel = query_param(&head.query, "channel").map(str::to_owned);
+        let target = match query_param(&head.query, "channel") {
+            Some(c) => Target::Only(c.to_owned()),
+            None => Target::All,
+        };
         let (opcode, body) = if head.method == "POST" {
             let Some(len) = head
                 .header("content-length")
@@ -149,7 +152,7 @@ pub async fn serve(floor: Arc<Floor>, mut stream: TcpStream) {
         };
         // Encoded once; every socket gets the same bytes.
         let encoded = frame::encode(opcode, &body);
-        let queued = floor.broadcast(channel.as_deref(), &encoded);
+        let queued = floor.enqueue(target, encoded);
         if respond(&mut stream, "200 OK", &format!("{{\"queued\": {queued}}}"))
             .await
             .is_err()

@@ -1,7 +1,9 @@
 //! The raw-socket floor: the least work a push server can do. It accepts WebSocket
 //! handshakes, then writes each broadcast as one frame encoded once and sent with one
-//! non-blocking `send` per socket, split across writer threads. No WebSocket library
-//! touches the write path (tungstenite only derives the handshake's accept key).
+//! non-blocking `send` per socket, split across writer threads; frames published while
+//! a pass is running are concatenated and go out with one `send` per socket in the next
+//! pass. No WebSocket library touches the write path (tungstenite only derives the
+//! handshake's accept key).
 //!
 //! Routes are free: `/NAME` subscribes to channel `NAME`; `/echo` echoes text with the
 //! seed's prefix. `POST <publish>?channel=NAME` broadcasts the body (text/plain: text
@@ -18,7 +20,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,9 +49,32 @@ pub struct Args {
     pub echo_prefix: String,
 }
 
-/// Live connections by channel.
+/// Which connections a queued frame is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every connection.
+    All,
+    /// The connections of one channel.
+    Only(String),
+    /// Every connection except those of one channel.
+    AllBut(String),
+}
+
+impl Target {
+    fn matches(&self, channel: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(c) => c == channel,
+            Self::AllBut(c) => c != channel,
+        }
+    }
+}
+
+/// Live connections by channel, and the frames waiting for the writer.
 pub struct Floor {
     channels: Mutex<HashMap<String, HashMap<u64, Arc<Conn>>>>,
+    queue: Mutex<Vec<(Target, Bytes)>>,
+    queued: Condvar,
     next_id: AtomicU64,
     write_threads: usize,
     publish_path: String,
@@ -77,20 +102,61 @@ impl Floor {
         }
     }
 
-    /// Writes `frame` to every connection of `channel` (all when `None`); returns how many.
-    pub fn broadcast(&self, channel: Option<&str>, frame: &Bytes) -> usize {
-        let conns: Vec<Arc<Conn>> = {
-            let map = self.lock();
-            match channel {
-                Some(c) => map
-                    .get(c)
-                    .map(|m| m.values().cloned().collect())
-                    .unwrap_or_default(),
-                None => map.values().flat_map(|m| m.values().cloned()).collect(),
+    /// Queues `frame` for `target`'s connections; returns how many there are now.
+    pub fn enqueue(&self, target: Target, frame: Bytes) -> usize {
+        let count = self
+            .lock()
+            .iter()
+            .filter(|(c, _)| target.matches(c))
+            .map(|(_, m)| m.len())
+            .sum();
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((target, frame));
+        self.queued.notify_one();
+        count
+    }
+
+    /// The writer: takes every queued frame, and per channel concatenates the frames
+    /// meant for it into one buffer (built once), written to each socket with one send.
+    /// Frames published while a pass runs go out together in the next pass, so under
+    /// load each socket gets one send per pass, not one per frame.
+    fn write_loop(&self) {
+        loop {
+            let batch = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                while q.is_empty() {
+                    q = self.queued.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                std::mem::take(&mut *q)
+            };
+            let groups: Vec<(Bytes, Vec<Arc<Conn>>)> = {
+                let map = self.lock();
+                map.iter()
+                    .filter_map(|(channel, conns)| {
+                        let frames: Vec<&Bytes> = batch
+                            .iter()
+                            .filter(|(t, _)| t.matches(channel))
+                            .map(|(_, f)| f)
+                            .collect();
+                        let bytes = match frames.as_slice() {
+                            [] => return None,
+                            [one] => (*one).clone(),
+                            many => Bytes::from(
+                                many.iter()
+                                    .flat_map(|f| f.iter().copied())
+                                    .collect::<Vec<u8>>(),
+                            ),
+                        };
+                        Some((bytes, conns.values().cloned().collect()))
+                    })
+                    .collect()
+            };
+            for (bytes, conns) in &groups {
+                self.write_all(conns, bytes);
             }
-        };
-        self.write_all(&conns, frame);
-        conns.len()
+        }
     }
 
     fn write_all(&self, conns: &[Arc<Conn>], frame: &Bytes) {
@@ -99,12 +165,10 @@ impl Floor {
             return;
         }
         let chunk = conns.len().div_ceil(self.write_threads);
-        tokio::task::block_in_place(|| {
-            std::thread::scope(|s| {
-                for part in conns.chunks(chunk) {
-                    s.spawn(move || part.iter().for_each(|c| c.send(frame)));
-                }
-            });
+        std::thread::scope(|s| {
+            for part in conns.chunks(chunk) {
+                s.spawn(move || part.iter().for_each(|c| c.send(frame)));
+            }
         });
     }
 
@@ -118,21 +182,8 @@ impl Floor {
             Ok(bytes) => frame::encode(frame::BINARY, &bytes),
             Err(_) => ping.clone(),
         };
-        let (pings, apps): (Vec<Arc<Conn>>, Vec<Arc<Conn>>) = {
-            let map = self.lock();
-            let apps = map
-                .get("app")
-                .map(|m| m.values().cloned().collect())
-                .unwrap_or_default();
-            let pings = map
-                .iter()
-                .filter(|(k, _)| k.as_str() != "app")
-                .flat_map(|(_, m)| m.values().cloned())
-                .collect();
-            (pings, apps)
-        };
-        self.write_all(&pings, &ping);
-        self.write_all(&apps, &app);
+        self.enqueue(Target::AllBut("app".into()), ping);
+        self.enqueue(Target::Only("app".into()), app);
     }
 }
 
@@ -146,11 +197,19 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(a.listen).await?;
     let floor = Arc::new(Floor {
         channels: Mutex::new(HashMap::new()),
+        queue: Mutex::new(Vec::new()),
+        queued: Condvar::new(),
         next_id: AtomicU64::new(0),
         write_threads: a.write_threads.max(1),
         publish_path: a.publish_path.clone(),
         echo_prefix: a.echo_prefix.clone(),
     });
+    {
+        let floor = floor.clone();
+        std::thread::Builder::new()
+            .name("floor-writer".into())
+            .spawn(move || floor.write_loop())?;
+    }
     if a.ping_interval > 0.0 {
         let floor = floor.clone();
         let period = Duration::from_secs_f64(a.ping_interval);

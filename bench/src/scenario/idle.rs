@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, default_value = "/news,/app")]
     pub paths: String,
     /// Seconds to wait after connecting before measuring.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.0)]
     pub settle: f64,
     /// Seconds to hold the connections.
     #[arg(long, default_value_t = 20.0)]
