@@ -153,6 +153,7 @@ pub fn upgrade(
         shutdown: state.shutdown.clone(),
     };
     let span = debug_span!("conn", id = session.conn.id, %peer, route = %route.path);
+    let metrics = state.hub.metrics().clone();
     state.tracker.spawn(
         async move {
             let _slot = slot;
@@ -176,7 +177,10 @@ pub fn upgrade(
             // space twice in every connection's task.
             match contained(Box::pin(supervisor::supervise(ws, session, feeds))).await {
                 Ok(ended) => debug!(code = ended.code, reason = %ended.reason, "closed"),
-                Err(panic) => error!(panic, "connection task panicked; connection dropped"),
+                Err(panic) => {
+                    metrics.panicked();
+                    error!(panic, "connection task panicked; connection dropped");
+                }
             }
         }
         .instrument(span),

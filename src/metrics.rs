@@ -123,6 +123,7 @@ pub struct Metrics {
     reloads: Family<Outcome, Counter>,
     last_reload_ok: Gauge,
     draining: Gauge,
+    panics: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -159,6 +160,7 @@ impl Metrics {
             reloads: Family::default(),
             last_reload_ok: Gauge::default(),
             draining: Gauge::default(),
+            panics: Counter::default(),
             registry: Registry::default(),
         };
         let build: Family<Build, Gauge> = Family::default();
@@ -247,6 +249,11 @@ impl Metrics {
             m.last_reload_ok.clone(),
         );
         r.register("draining", "1 once shutdown has begun", m.draining.clone());
+        r.register(
+            "connection_panics",
+            "Connection tasks that panicked (a bug: the connection was dropped, the daemon carried on)",
+            m.panics.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -351,6 +358,11 @@ impl Metrics {
     /// Whether the last reload was applied (true before any reload).
     pub fn last_reload_ok(&self) -> bool {
         self.last_reload_ok.get() == 1
+    }
+
+    /// A connection task panicked.
+    pub fn panicked(&self) {
+        self.panics.inc();
     }
 
     /// Shutdown has begun.
