@@ -13,6 +13,7 @@
 
 pub mod activation;
 pub mod admin;
+pub mod allocator;
 pub mod broker;
 pub mod close;
 pub mod config;

@@ -16,11 +16,6 @@ use heartwire::config::{self, Config};
 use heartwire::ops::Ops;
 use heartwire::{logging, signals};
 
-// Measured with scripts/soak: under glibc malloc (and mimalloc) the heap keeps the peak of
-// a connection burst after every client has left; jemalloc's background thread purges it.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// Where the config is read from when `--config` is not given and this exists.
 const SYSTEM_CONFIG: &str = "/etc/heartwire/heartwire.toml";
 /// The shipped default, used from a source checkout.

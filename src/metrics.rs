@@ -124,6 +124,8 @@ pub struct Metrics {
     last_reload_ok: Gauge,
     draining: Gauge,
     panics: Counter,
+    allocated: Gauge,
+    resident: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -161,6 +163,8 @@ impl Metrics {
             last_reload_ok: Gauge::default(),
             draining: Gauge::default(),
             panics: Counter::default(),
+            allocated: Gauge::default(),
+            resident: Gauge::default(),
             registry: Registry::default(),
         };
         let build: Family<Build, Gauge> = Family::default();
@@ -250,6 +254,16 @@ impl Metrics {
         );
         r.register("draining", "1 once shutdown has begun", m.draining.clone());
         r.register(
+            "allocator_allocated_bytes",
+            "Bytes the allocator has handed out (grows without bound only on a leak)",
+            m.allocated.clone(),
+        );
+        r.register(
+            "allocator_resident_bytes",
+            "Bytes the allocator keeps resident (above allocated: memory held after a peak)",
+            m.resident.clone(),
+        );
+        r.register(
             "connection_panics",
             "Connection tasks that panicked (a bug: the connection was dropped, the daemon carried on)",
             m.panics.clone(),
@@ -271,6 +285,12 @@ impl Metrics {
         }
         self.routes
             .set(i64::try_from(routes.len()).unwrap_or(i64::MAX));
+        if let Some((allocated, resident)) = crate::allocator::usage() {
+            self.allocated
+                .set(i64::try_from(allocated).unwrap_or(i64::MAX));
+            self.resident
+                .set(i64::try_from(resident).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             // Writing to a String fails only if an encoder does; say so in the scrape.

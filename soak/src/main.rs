@@ -167,9 +167,29 @@ struct Summary {
     reloads: u32,
     panics: usize,
     rss_kib: Rss,
+    /// Allocator figures before the clients and after they all left.
+    allocator: Option<[Allocator; 2]>,
     fds: Fds,
     server: Option<ServerFigures>,
     timing: Timing,
+}
+
+/// The daemon allocator's own figures (from /metrics): a leak grows `allocated`;
+/// memory held after a peak shows as `resident` above it.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Allocator {
+    allocated_kib: u64,
+    resident_kib: u64,
+}
+
+impl Allocator {
+    fn read(m: &daemon::Metrics) -> Self {
+        let kib = |name| (m.sum(name, &[]) / 1024.0) as u64;
+        Self {
+            allocated_kib: kib("heartwire_allocator_allocated_bytes"),
+            resident_kib: kib("heartwire_allocator_resident_bytes"),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -254,9 +274,12 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
     );
     let rss0 = daemon.rss_kib()?;
     let fds0 = daemon.fds()?;
-    let reloads0 = match daemon.metrics().await? {
-        Some(m) => m.sum("heartwire_config_reloads_total", &["result=\"ok\""]),
-        None => 0.0,
+    let (reloads0, alloc0) = match daemon.metrics().await? {
+        Some(m) => (
+            m.sum("heartwire_config_reloads_total", &["result=\"ok\""]),
+            Some(Allocator::read(&m)),
+        ),
+        None => (0.0, None),
     };
     let stop_sampling = CancellationToken::new();
     let sampler = tokio::spawn(sample(daemon.clone(), stop_sampling.clone()));
@@ -394,7 +417,11 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
     }
     stop_sampling.cancel();
     let (rss_peak, fds_peak) = sampler.await.unwrap_or((0, 0));
-    let server = daemon.metrics().await?.map(|m| ServerFigures {
+    let metrics1 = daemon.metrics().await?;
+    let allocator = alloc0
+        .zip(metrics1.as_ref().map(Allocator::read))
+        .map(|(a, b)| [a, b]);
+    let server = metrics1.map(|m| ServerFigures {
         accepted: m.sum("heartwire_connections_accepted_total", &[]),
         open: m.sum("heartwire_connections_open", &[]),
         heartbeat_timeouts: m.sum("heartwire_heartbeat_timeouts_total", &[]),
@@ -410,9 +437,15 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
     }
     let ratio = rss1 as f64 / rss0.max(1) as f64;
     if ratio > 1.0 + args.rss_tolerance {
+        let held = allocator.map_or(String::new(), |[a, b]| {
+            format!(
+                "; allocator: allocated {} -> {} KiB, resident {} -> {} KiB",
+                a.allocated_kib, b.allocated_kib, a.resident_kib, b.resident_kib
+            )
+        });
         failures.push(format!(
             "RSS {rss1} KiB after every client left, {ratio:.3}x its baseline {rss0} KiB \
-             (tolerance {:.0}%)",
+             (tolerance {:.0}%){held}",
             args.rss_tolerance * 100.0
         ));
     }
@@ -466,6 +499,7 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         closes,
         reloads,
         panics: panics.len(),
+        allocator,
         rss_kib: Rss {
             baseline: rss0,
             peak: rss_peak,
