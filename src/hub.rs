@@ -248,11 +248,6 @@ impl Hub {
         (conn, reg)
     }
 
-    /// Live connections across all routes.
-    pub fn connection_count(&self) -> usize {
-        self.read().routes.values().map(|r| r.len()).sum()
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         // The table is replaced whole under the lock, so it is valid even after a panic.
         self.table.read().unwrap_or_else(|p| p.into_inner())

@@ -137,7 +137,7 @@ where
                 let policy = s.settings.slow_consumer;
                 match msg {
                     Ok(first) => match take_batch(&mut outbound, first, policy, &mut batch) {
-                        Ok(dropped) => {
+                        Ok((dropped, left)) => {
                             if dropped > 0 {
                                 // keep-latest skips by design; drop-oldest only when the ring overflowed.
                                 if policy == SlowConsumer::DropOldest {
@@ -148,7 +148,7 @@ where
                             for frame in &batch {
                                 vitals.route().sent(frame.message());
                             }
-                            vitals.set_queue_depth(outbound.len());
+                            vitals.set_queue_depth(left);
                             let step = write_shared(&mut ws, &batch, s.write_timeout).await;
                             batch.clear();
                             step
@@ -236,13 +236,14 @@ where
 
 /// Fills `batch` with `first` and what else the route has queued for this connection, as
 /// its policy says: up to [`BATCH`] frames or [`BATCH_BYTES`] bytes; for `keep-latest` only
-/// the newest. Returns how many were skipped; `Err(lagged)` means a `disconnect` client fell behind.
+/// the newest. Returns how many were skipped and how many are still queued after the batch;
+/// `Err(lagged)` means a `disconnect` client fell behind.
 fn take_batch(
     rx: &mut broadcast::Receiver<WireFrame>,
     first: WireFrame,
     policy: SlowConsumer,
     batch: &mut Vec<WireFrame>,
-) -> Result<u64, u64> {
+) -> Result<(u64, usize), u64> {
     let mut bytes = first.encoded().len();
     let mut dropped = 0;
     batch.push(first);
@@ -266,10 +267,13 @@ fn take_batch(
                 return Err(n);
             }
             Err(TryRecvError::Lagged(n)) => dropped += n,
-            Err(_) => break,
+            // Drained: nothing left, known without asking the channel.
+            Err(_) => return Ok((dropped, 0)),
         }
     }
-    Ok(dropped)
+    // Stopped by the batch cap: only now is the backlog worth counting. `len()` locks the
+    // channel's tail, which every publish takes too, so it stays off the common path.
+    Ok((dropped, rx.len()))
 }
 
 /// Writes shared, pre-encoded frames straight to the socket (one syscall for a batch when
