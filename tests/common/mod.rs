@@ -281,10 +281,10 @@ impl Raw {
         }
     }
 
-    /// Whether the server closed the TCP connection (EOF) within the timeout, after any frames.
-    pub async fn eof(&mut self) -> bool {
+    /// Reads past any frames until the server closes the TCP connection; panics if it
+    /// stays open longer than the harness timeout.
+    pub async fn until_closed(&mut self) {
         while self.frame().await.is_some() {}
-        true
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
