@@ -175,6 +175,18 @@ pub struct PublishConfig {
     pub max_body_size: usize,
     /// Allow publishing without a token on a listener reachable from other machines.
     pub allow_unauthenticated: bool,
+    /// Requests accepted per second over all publishers (`None`: no limit).
+    pub rate: Option<PublishRate>,
+}
+
+/// `publish.rate_limit` and `publish.rate_burst`: a token bucket refilled at `per_second`,
+/// holding at most `burst` requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRate {
+    /// Requests per second, sustained.
+    pub per_second: NonZeroU32,
+    /// Requests accepted at once after a quiet spell.
+    pub burst: NonZeroU32,
 }
 
 impl fmt::Debug for PublishConfig {
@@ -186,6 +198,7 @@ impl fmt::Debug for PublishConfig {
             .field("allow_get", &self.allow_get)
             .field("max_body_size", &self.max_body_size)
             .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("rate", &self.rate)
             .finish()
     }
 }
@@ -410,6 +423,10 @@ struct RawPublish {
     max_body_size: Option<usize>,
     #[serde(default)]
     allow_unauthenticated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_burst: Option<u32>,
 }
 
 impl Default for RawPublish {
@@ -421,6 +438,8 @@ impl Default for RawPublish {
             allow_get: true,
             max_body_size: None,
             allow_unauthenticated: false,
+            rate_limit: None,
+            rate_burst: None,
         }
     }
 }
@@ -809,7 +828,34 @@ fn publish(
         allow_get: raw.allow_get,
         max_body_size,
         allow_unauthenticated: raw.allow_unauthenticated,
+        rate: publish_rate(raw.rate_limit, raw.rate_burst, invalid)?,
     })
+}
+
+fn publish_rate(
+    limit: Option<u32>,
+    burst: Option<u32>,
+    invalid: &Invalid,
+) -> Result<Option<PublishRate>, ConfigError> {
+    let Some(per_second) = limit.and_then(NonZeroU32::new) else {
+        if burst.is_some() {
+            return Err(invalid(
+                "publish.rate_burst",
+                "applies only with publish.rate_limit: set rate_limit (requests per second) or remove rate_burst".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let burst = match burst {
+        None => per_second,
+        Some(n) => NonZeroU32::new(n).ok_or_else(|| {
+            invalid(
+                "publish.rate_burst",
+                "is 0, which would refuse every publish: use at least 1 (it defaults to rate_limit)".into(),
+            )
+        })?,
+    };
+    Ok(Some(PublishRate { per_second, burst }))
 }
 
 fn policy(name: &str, raw: RawPolicy, invalid: &Invalid) -> Result<Policy, ConfigError> {

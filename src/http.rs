@@ -52,9 +52,9 @@ impl Refusal {
         }
     }
 
-    /// Adds a header to the response (`Allow`, `WWW-Authenticate`, ...).
-    pub fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
-        self.header = Some((name, HeaderValue::from_static(value)));
+    /// Adds a header to the response (`Allow`, `WWW-Authenticate`, `Retry-After`, ...).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.header = Some((name, value));
         self
     }
 

@@ -151,7 +151,14 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.route.lock().remove(&self.id);
+        let mut conns = self.route.lock();
+        conns.remove(&self.id);
+        // A map keeps the capacity of its peak; give most of it back once the crowd has
+        // gone (halving at a quarter full keeps this amortized O(1)).
+        let len = conns.len();
+        if conns.capacity() > 64 && len < conns.capacity() / 4 {
+            conns.shrink_to(len * 2);
+        }
     }
 }
 

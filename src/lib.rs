@@ -5,8 +5,9 @@
 //!
 //! Reading order: [`config`] (what ops write) → [`server`] (accept, dispatch, shutdown)
 //! → [`handshake`] → [`supervisor`] (one connection) → [`heartbeat`] (strategies) →
-//! [`hub`] / [`broker`] (fan-out) → [`publish`]. Operations: [`ops`] ([`metrics`],
-//! [`notify`]), [`admin`], [`drain`], [`activation`], [`vitals`].
+//! [`hub`] / [`broker`] (fan-out) → [`publish`] ([`rate_limit`]). Operations: [`ops`]
+//! ([`metrics`], [`notify`]), [`admin`], [`drain`], [`activation`], [`vitals`],
+//! [`allocator`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ pub mod notify;
 pub mod ops;
 pub mod origin;
 pub mod publish;
+pub mod rate_limit;
 pub mod reload;
 pub mod server;
 pub mod signals;

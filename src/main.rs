@@ -82,7 +82,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(heartwire::allocator::on_park)
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("heartwire: cannot start the runtime: {err}");

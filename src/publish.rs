@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header;
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -18,15 +18,17 @@ use crate::broker::Broker;
 use crate::config::{PublishConfig, check_channel};
 use crate::http::{self, Body, Refusal};
 use crate::hub::{DeliveryError, Target};
+use crate::rate_limit::RateLimit;
 
 /// Handles one publish request.
 pub async fn handle(
     broker: &dyn Broker,
     config: &PublishConfig,
+    limit: &RateLimit,
     body_timeout: Duration,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    match publish(broker, config, body_timeout, req).await {
+    match publish(broker, config, limit, body_timeout, req).await {
         Ok(queued) => http::json(StatusCode::OK, &serde_json::json!({ "queued": queued })),
         Err(refusal) => refusal.into_response(),
     }
@@ -35,10 +37,13 @@ pub async fn handle(
 async fn publish(
     broker: &dyn Broker,
     config: &PublishConfig,
+    limit: &RateLimit,
     body_timeout: Duration,
     req: Request<Incoming>,
 ) -> Result<usize, Refusal> {
     authorize(config, req.headers())?;
+    // After the token check, so strangers cannot spend the publishers' budget.
+    throttle(config, limit)?;
     let mut channel = None;
     let mut msg = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
@@ -77,7 +82,7 @@ async fn publish(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "publish with POST (or GET ?msg=)",
             )
-            .with_header(header::ALLOW, "GET, POST"));
+            .with_header(header::ALLOW, HeaderValue::from_static("GET, POST")));
         }
     };
     broker.publish(&target, message).map_err(|err| match err {
@@ -98,10 +103,26 @@ fn authorize(config: &PublishConfig, headers: &hyper::HeaderMap) -> Result<(), R
             StatusCode::UNAUTHORIZED,
             "missing token: send Authorization: Bearer <publish.token>",
         )
-        .with_header(header::WWW_AUTHENTICATE, "Bearer")),
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
         Some(given) if bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) => Ok(()),
         Some(_) => Err(Refusal::new(StatusCode::FORBIDDEN, "wrong token")),
     }
+}
+
+fn throttle(config: &PublishConfig, limit: &RateLimit) -> Result<(), Refusal> {
+    let Err(wait) = limit.check(config.rate) else {
+        return Ok(());
+    };
+    let rate = config.rate.map_or(0, |r| r.per_second.get());
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Err(Refusal::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "over publish.rate_limit ({rate} requests/s): retry in {} ms, or batch messages",
+            wait.as_millis().max(1)
+        ),
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1))))
 }
 
 /// Reads a POST body within the size and time limits and types it by Content-Type.

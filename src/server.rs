@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::allocator;
 use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
 use crate::heartbeat::{Pulse, Schedule};
@@ -26,6 +27,7 @@ use crate::http::{self, Body};
 use crate::hub::Hub;
 use crate::metrics::Rejection;
 use crate::ops::Ops;
+use crate::rate_limit::RateLimit;
 use crate::{handshake, publish};
 
 /// What every connection and request shares.
@@ -40,15 +42,22 @@ pub struct State {
     pub tracker: TaskTracker,
     /// WebSocket connection slots.
     pub slots: Arc<Slots>,
+    /// The publish rate limit's bucket.
+    pub publish_limit: RateLimit,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
 }
+
+/// Connections open at the peak before their leaving counts as a wave worth a trim.
+const TRIM_WAVE: usize = 32;
 
 /// Counts open WebSocket connections against `server.max_connections` and
 /// `server.max_connections_per_ip`.
 #[derive(Debug, Default)]
 pub struct Slots {
     open: AtomicUsize,
+    /// Most open at once since the allocator was last asked to trim.
+    peak: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -60,7 +69,8 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.slots.open.fetch_sub(1, Ordering::AcqRel);
+        let open = self.slots.open.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.slots.maybe_trim(open);
         let mut per_ip = self.slots.lock();
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -94,11 +104,13 @@ impl Slots {
         if max_per_ip != 0 && from_ip >= max_per_ip {
             return Err(Full::Ip);
         }
-        self.open
+        let open = self
+            .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .map_err(|_| Full::Server)?;
+        self.peak.fetch_max(open + 1, Ordering::AcqRel);
         per_ip.insert(ip, from_ip + 1);
         Ok(Slot {
             slots: self.clone(),
@@ -109,6 +121,21 @@ impl Slots {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         // Counts stay consistent under the lock; a panic elsewhere cannot corrupt them.
         self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After a wave of disconnects (half the peak gone), hands the memory
+    /// they freed back to the kernel rather than leaving it cached (see [`allocator`]).
+    fn maybe_trim(&self, open: usize) {
+        let peak = self.peak.load(Ordering::Acquire);
+        if peak >= TRIM_WAVE
+            && open <= peak / 2
+            && self
+                .peak
+                .compare_exchange(peak, open, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            allocator::trim();
+        }
     }
 
     /// Open WebSocket connections.
@@ -146,6 +173,7 @@ pub async fn run_with(
         broker: Arc::new(LocalBroker::new(hub.clone())),
         tracker: TaskTracker::new(),
         slots: Arc::default(),
+        publish_limit: RateLimit::default(),
         shutdown: shutdown.clone(),
     });
     let mut schedule = Schedule::default();
@@ -322,7 +350,14 @@ async fn dispatch(state: &Arc<State>, peer: SocketAddr, req: Request<Incoming>) 
     let path = req.uri().path();
     if path == config.publish.path {
         let timeout = config.server.handshake_timeout;
-        let res = publish::handle(state.broker.as_ref(), &config.publish, timeout, req).await;
+        let res = publish::handle(
+            state.broker.as_ref(),
+            &config.publish,
+            &state.publish_limit,
+            timeout,
+            req,
+        )
+        .await;
         state.hub.metrics().published(res.status().as_u16());
         return res;
     }
@@ -348,4 +383,39 @@ async fn dispatch(state: &Arc<State>, peer: SocketAddr, req: Request<Incoming>) 
         );
     }
     http::error(StatusCode::NOT_FOUND, format!("nothing at {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wave_of_disconnects_asks_for_one_trim() {
+        let _one = allocator::tests::SERIAL
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let slots = Arc::new(Slots::default());
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let mut held: Vec<Slot> = (0..40)
+            .map(|_| slots.try_claim(ip, 100, 0).unwrap())
+            .collect();
+        let before = allocator::trims();
+        held.truncate(21);
+        assert_eq!(allocator::trims(), before, "19 of 40 gone is not a wave");
+        held.truncate(20);
+        assert_eq!(allocator::trims(), before + 1, "half of 40 gone is");
+        held.clear();
+        assert_eq!(
+            allocator::trims(),
+            before + 1,
+            "a peak of 20 is below TRIM_WAVE"
+        );
+        assert_eq!(slots.open(), 0);
+        // A new crowd makes a new peak.
+        held = (0..64)
+            .map(|_| slots.try_claim(ip, 100, 0).unwrap())
+            .collect();
+        held.truncate(32);
+        assert_eq!(allocator::trims(), before + 2);
+    }
 }

@@ -76,6 +76,9 @@ fn the_everything_fixture_means_what_it_says() {
         assert_eq!(c.server.listen.len(), 2);
         assert_eq!(c.server.max_frame_size, 512);
         assert_eq!(c.publish.token.as_deref(), Some("secret-from-file"));
+        // rate_burst defaults to one second's worth.
+        let rate = c.publish.rate.expect("rate_limit = 50");
+        assert_eq!((rate.per_second.get(), rate.burst.get()), (50, 50));
         assert!(
             !format!("{:?}", c.publish).contains("secret"),
             "Debug leaks the token"

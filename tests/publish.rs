@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -231,6 +233,62 @@ async fn a_publish_right_after_the_handshake_reaches_the_new_client() {
     }
     for (i, ws) in clients.iter_mut().enumerate() {
         assert_eq!(recv_text(ws).await, format!("m{}", i + 1));
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_refuses_with_429_and_a_retry_after_then_recovers() {
+    let config =
+        |limit: &str| format!("[publish]\ntoken = \"s3cret\"\n{limit}\n[[route]]\npath = \"/c\"\n");
+    let limited = config("rate_limit = 2\nrate_burst = 3");
+    let s = Server::start(&limited).await;
+    let mut ws = s.ws("/c").await;
+    let auth = [("Authorization", "Bearer s3cret")];
+    // Strangers without the token do not spend the publishers' budget.
+    for _ in 0..10 {
+        assert_eq!(s.publish("/publish", "x").await.0, 401);
+    }
+    for i in 1..=3 {
+        let (status, body) = s
+            .http("POST", "/publish", &auth, format!("m{i}").as_bytes())
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, head, body) = http_with_head(s.addr, "POST", "/publish", &auth, b"over").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nretry-after: 1"),
+        "{head}"
+    );
+    assert!(body.contains("publish.rate_limit (2 requests/s)"), "{body}");
+    let wait_ms: u64 = body
+        .split("retry in ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wait in {body}"));
+    assert!((1..=500).contains(&wait_ms), "{body}");
+    // The refused message went nowhere; the three accepted ones arrived in order.
+    for i in 1..=3 {
+        assert_eq!(recv_text(&mut ws).await, format!("m{i}"));
+    }
+    // The bucket refills at the announced time (the wait is the contract under test).
+    tokio::time::sleep(Duration::from_millis(wait_ms + 20)).await;
+    assert_eq!(s.http("POST", "/publish", &auth, b"m4").await.0, 200);
+    assert_eq!(recv_text(&mut ws).await, "m4");
+    // A reload that keeps the rate keeps the (now empty) bucket; one that lifts it applies at once.
+    s.reload(&limited);
+    assert_eq!(s.http("POST", "/publish", &auth, b"x").await.0, 429);
+    s.reload(&config(""));
+    for i in 5..=20 {
+        let (status, body) = s
+            .http("POST", "/publish", &auth, format!("m{i}").as_bytes())
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for i in 5..=20 {
+        assert_eq!(recv_text(&mut ws).await, format!("m{i}"));
     }
     s.stop().await;
 }

@@ -46,6 +46,8 @@ const EMPTY_LIMIT: Duration = Duration::from_secs(30);
 const FD_SETTLE_LIMIT: Duration = Duration::from_secs(5);
 /// How long freed memory may take to be returned to the system after every client left.
 const RSS_SETTLE_LIMIT: Duration = Duration::from_secs(30);
+/// How long RSS is watched once it has come down; the highest reading is the result.
+const RSS_HOLD: Duration = Duration::from_secs(10);
 /// How long a reload may take to show in the metrics.
 const RELOAD_LIMIT: Duration = Duration::from_secs(5);
 /// How often RSS and descriptors are sampled for the peak figures.
@@ -414,6 +416,13 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
     while rss1 > within && Instant::now() < settle_by {
         sleep(POLL_EVERY).await;
         rss1 = daemon.rss_kib()?;
+    }
+    // Then it must stay there: the figure is the highest over a hold period, so a dip
+    // (caches just flushed, about to refill on the next tick) does not pass for the level.
+    let hold_until = Instant::now() + RSS_HOLD;
+    while Instant::now() < hold_until {
+        sleep(POLL_EVERY).await;
+        rss1 = rss1.max(daemon.rss_kib()?);
     }
     stop_sampling.cancel();
     let (rss_peak, fds_peak) = sampler.await.unwrap_or((0, 0));

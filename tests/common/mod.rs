@@ -44,10 +44,6 @@ pub fn parse(toml: &str) -> Config {
     if !toml.contains("drain_period") {
         c.server.drain_period = Duration::ZERO;
     }
-    // Close everyone at once on shutdown unless the test is about draining.
-    if !toml.contains("drain_period") {
-        c.server.drain_period = Duration::ZERO;
-    }
     c
 }
 
@@ -172,6 +168,18 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    let (status, _, body) = http_with_head(addr, method, target, headers, body).await;
+    (status, body)
+}
+
+/// Like [`http`], and also returns the response head (status line and headers).
+pub async fn http_with_head(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
         "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -194,11 +202,8 @@ pub async fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("bad response: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// A WebSocket client on a raw socket: it answers nothing unless told to, and can send
