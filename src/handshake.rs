@@ -21,7 +21,9 @@ use tracing::{Instrument, debug, debug_span, error};
 
 use crate::config::{Config, RouteConfig};
 use crate::http::{self, Body};
-use crate::server::{Full, State};
+use crate::hub::{Feeds, Registration};
+use crate::metrics::Metrics;
+use crate::server::{Full, Slot, State};
 use crate::supervisor::{self, Session};
 
 /// The only WebSocket version there is (RFC 6455).
@@ -153,38 +155,16 @@ pub fn upgrade(
         shutdown: state.shutdown.clone(),
     };
     let span = debug_span!("conn", id = session.conn.id, %peer, route = %route.path);
+    let opening = Box::new(Opening {
+        req,
+        ws_config,
+        session,
+        feeds,
+    });
     let metrics = state.hub.metrics().clone();
-    state.tracker.spawn(
-        async move {
-            let _slot = slot;
-            let _registration = registration;
-            let upgraded = match hyper::upgrade::on(req).await {
-                Ok(u) => u,
-                Err(err) => {
-                    debug!(error = %err, "upgrade failed");
-                    return;
-                }
-            };
-            let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(ws_config),
-            )
-            .await;
-            debug!("open");
-            // A bug in one connection must not take others down: contain and report it.
-            // Boxed once: a large future moved into the wrapper would otherwise take its
-            // space twice in every connection's task.
-            match contained(Box::pin(supervisor::supervise(ws, session, feeds))).await {
-                Ok(ended) => debug!(code = ended.code, reason = %ended.reason, "closed"),
-                Err(panic) => {
-                    metrics.panicked();
-                    error!(panic, "connection task panicked; connection dropped");
-                }
-            }
-        }
-        .instrument(span),
-    );
+    state
+        .tracker
+        .spawn(connection(opening, slot, registration, metrics).instrument(span));
 
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -195,6 +175,63 @@ pub fn upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     res
+}
+
+/// What a connection's task needs only until its WebSocket is open. Boxed and consumed
+/// there, so that the task, which lives as long as the connection, does not keep room for
+/// it (the request alone is 248 bytes).
+struct Opening {
+    req: Request<Incoming>,
+    ws_config: WebSocketConfig,
+    session: Session,
+    feeds: Feeds,
+}
+
+/// A connection's task: finish the upgrade, then supervise. A plain function around an
+/// `async move` block so that the slot and registration it holds to the end are stored
+/// once (an `async fn` would keep each argument twice).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn connection(
+    opening: Box<Opening>,
+    slot: Slot,
+    registration: Registration,
+    metrics: Arc<Metrics>,
+) -> impl Future<Output = ()> {
+    async move {
+        let Opening {
+            req,
+            ws_config,
+            session,
+            feeds,
+        } = *opening;
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(err) => {
+                debug!(error = %err, "upgrade failed");
+                return;
+            }
+        };
+        // Boxed: a one-off state as large as everything else in the task.
+        let ws = Box::pin(WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config),
+        ))
+        .await;
+        debug!("open");
+        // A bug in one connection must not take others down: contain and report it.
+        // Boxed once: a large future moved into the wrapper would otherwise take its
+        // space twice in every connection's task.
+        match contained(Box::pin(supervisor::supervise(ws, session, feeds))).await {
+            Ok(ended) => debug!(code = ended.code, reason = %ended.reason, "closed"),
+            Err(panic) => {
+                metrics.panicked();
+                error!(panic, "connection task panicked; connection dropped");
+            }
+        }
+        // Held to the end: the connection's place in the limits and in the registry.
+        drop((registration, slot));
+    }
 }
 
 /// Whether a comma-separated header holds `token` (case-insensitive).

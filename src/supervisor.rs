@@ -72,165 +72,174 @@ enum Step {
 
 /// Runs a connection until it closes. `feeds` were subscribed before the handshake was
 /// answered, so nothing published after the client saw its 101 is missed.
-pub async fn supervise<S>(mut ws: WebSocketStream<S>, s: Session, feeds: Feeds) -> Ended
+///
+/// A plain function around an `async move` block, not an `async fn`: an `async fn` keeps
+/// its arguments and their moved-into locals side by side in every state (500 bytes more
+/// per idle connection), while the block uses its captures in place.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn supervise<S>(
+    mut ws: WebSocketStream<S>,
+    s: Session,
+    mut feeds: Feeds,
+) -> impl Future<Output = Ended>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Feeds {
-        mut outbound,
-        mut pulse,
-    } = feeds;
-    // Reused for every batch: no allocation per delivery.
-    let mut batch = Vec::new();
-    let mut heartbeat = pulse.borrow_and_update().policy.clone();
-    let mut beat = PeerBeat::default();
-    let vitals = s.conn.vitals.clone();
-    vitals.follow(heartbeat.as_ref());
+    async move {
+        let Feeds { outbound, pulse } = &mut feeds;
+        // Reused for every batch: no allocation per delivery.
+        let mut batch = Vec::new();
+        let mut heartbeat = pulse.borrow_and_update().policy.clone();
+        let mut beat = PeerBeat::default();
+        let vitals = s.conn.vitals.clone();
+        vitals.follow(heartbeat.as_ref());
 
-    if let Some(welcome) = &s.settings.welcome {
-        let welcome = Message::text(welcome.as_str());
-        vitals.route().sent(&welcome);
-        if let Step::Gone(why) = write(&mut ws, [welcome], s.write_timeout).await {
-            return Ended {
-                code: None,
-                reason: why,
-            };
+        if let Some(welcome) = &s.settings.welcome {
+            let welcome = Message::text(welcome.as_str());
+            vitals.route().sent(&welcome);
+            if let Step::Gone(why) = Box::pin(write(&mut ws, [welcome], s.write_timeout)).await {
+                return Ended {
+                    code: None,
+                    reason: why,
+                };
+            }
         }
-    }
 
-    let step = loop {
-        let rule = heartbeat
-            .as_ref()
-            .map_or(Liveness::Never, |(_, h)| h.liveness());
-        let deadline = beat.deadline();
-        let step = tokio::select! {
-            biased;
-            () = s.conn.token.cancelled() => Step::Close(
-                close::GOING_AWAY,
-                // A drain sets a reason with a reconnect hint before cancelling.
-                match vitals.take_farewell() {
-                    Some(reason) => reason,
-                    None if s.shutdown.is_cancelled() => "server shutting down".into(),
-                    None => "route removed from config".into(),
-                },
-                s.close_grace,
-            ),
-            // Built per turn on purpose: when a pong clears the deadline the timer is
-            // dropped with it, rather than left to wake an idle connection for nothing.
-            () = sleep_until(deadline) => Step::Close(
-                close::HEARTBEAT_TIMEOUT,
-                "heartbeat timeout".into(),
-                Duration::ZERO,
-            ),
-            frame = ws.next() => match frame {
-                None => Step::Gone("closed by peer".into()),
-                Some(Ok(msg)) => {
-                    beat.on_frame(rule);
-                    vitals.set_missed(beat.missed());
-                    // Boxed, like the close below: cold paths whose state would otherwise
-                    // enlarge every idle connection's task.
-                    Box::pin(inbound(&mut ws, &s, heartbeat.as_ref().map(|(_, h)| h.as_ref()), &mut beat, msg)).await
-                }
-                Some(Err(err)) => read_error(err),
-            },
-            msg = outbound.recv() => {
-                let policy = s.settings.slow_consumer;
-                match msg {
-                    Ok(first) => match take_batch(&mut outbound, first, policy, &mut batch) {
-                        Ok((dropped, left)) => {
-                            if dropped > 0 {
-                                // keep-latest skips by design; drop-oldest only when the ring overflowed.
-                                if policy == SlowConsumer::DropOldest {
-                                    vitals.route().overflowed();
-                                }
-                                debug!(dropped, ?policy, "slow consumer: skipped messages");
-                            }
-                            for frame in &batch {
-                                vitals.route().sent(frame.message());
-                            }
-                            vitals.set_queue_depth(left);
-                            let step = write_shared(&mut ws, &batch, s.write_timeout).await;
-                            batch.clear();
-                            step
-                        }
-                        Err(lagged) => slow(lagged),
+        let step = loop {
+            let rule = heartbeat
+                .as_ref()
+                .map_or(Liveness::Never, |(_, h)| h.liveness());
+            let deadline = beat.deadline();
+            let step = tokio::select! {
+                biased;
+                () = s.conn.token.cancelled() => Step::Close(
+                    close::GOING_AWAY,
+                    // A drain sets a reason with a reconnect hint before cancelling.
+                    match vitals.take_farewell() {
+                        Some(reason) => reason,
+                        None if s.shutdown.is_cancelled() => "server shutting down".into(),
+                        None => "route removed from config".into(),
                     },
-                    Err(RecvError::Lagged(n)) if policy == SlowConsumer::Disconnect => slow(n),
-                    Err(RecvError::Lagged(n)) => {
-                        vitals.route().overflowed();
-                        debug!(dropped = n, ?policy, "slow consumer: skipped messages");
-                        Step::Continue
+                    s.close_grace,
+                ),
+                // Built per turn on purpose: when a pong clears the deadline the timer is
+                // dropped with it, rather than left to wake an idle connection for nothing.
+                () = sleep_until(deadline) => Step::Close(
+                    close::HEARTBEAT_TIMEOUT,
+                    "heartbeat timeout".into(),
+                    Duration::ZERO,
+                ),
+                frame = ws.next() => match frame {
+                    None => Step::Gone("closed by peer".into()),
+                    Some(Ok(msg)) => {
+                        beat.on_frame(rule);
+                        vitals.set_missed(beat.missed());
+                        // Boxed, like the close below: cold paths whose state would otherwise
+                        // enlarge every idle connection's task.
+                        Box::pin(inbound(&mut ws, &s, heartbeat.as_ref().map(|(_, h)| h.as_ref()), &mut beat, msg)).await
                     }
-                    Err(RecvError::Closed) => {
-                        Step::Close(close::GOING_AWAY, "route removed from config".into(), s.close_grace)
-                    }
-                }
-            }
-            changed = pulse.changed() => match changed {
-                Err(_) => Step::Close(close::GOING_AWAY, "route removed from config".into(), s.close_grace),
-                Ok(()) => {
-                    let now = pulse.borrow_and_update().clone();
-                    let same_rule = now.policy.as_ref().map(|(_, h)| (h.strategy(), h.liveness()))
-                        == heartbeat.as_ref().map(|(_, h)| (h.strategy(), h.liveness()));
-                    if !same_rule {
-                        beat.reset();
-                    }
-                    heartbeat = now.policy;
-                    vitals.follow(heartbeat.as_ref());
-                    match (now.ping, &heartbeat) {
-                        (Some(ping), Some((_, h))) => match beat.on_tick(h.liveness(), ping.token, Instant::now().into_std()) {
-                            TickAction::Send => {
-                                vitals.ping_sent(ping.frame.message(), beat.missed());
-                                write_shared(&mut ws, std::slice::from_ref(&ping.frame), s.write_timeout).await
+                    Some(Err(err)) => read_error(err),
+                },
+                msg = outbound.recv() => {
+                    let policy = s.settings.slow_consumer;
+                    match msg {
+                        Ok(first) => match take_batch(outbound, first, policy, &mut batch) {
+                            Ok((dropped, left)) => {
+                                if dropped > 0 {
+                                    // keep-latest skips by design; drop-oldest only when the ring overflowed.
+                                    if policy == SlowConsumer::DropOldest {
+                                        vitals.route().overflowed();
+                                    }
+                                    debug!(dropped, ?policy, "slow consumer: skipped messages");
+                                }
+                                for frame in &batch {
+                                    vitals.route().sent(frame.message());
+                                }
+                                vitals.set_queue_depth(left);
+                                let step = write_shared(&mut ws, &batch, s.write_timeout).await;
+                                batch.clear();
+                                step
                             }
-                            TickAction::Dead { missed } => Step::Close(
-                                close::HEARTBEAT_TIMEOUT,
-                                format!("heartbeat timeout: {missed} pings unanswered"),
-                                Duration::ZERO,
-                            ),
+                            Err(lagged) => slow(lagged),
                         },
-                        _ => Step::Continue,
+                        Err(RecvError::Lagged(n)) if policy == SlowConsumer::Disconnect => slow(n),
+                        Err(RecvError::Lagged(n)) => {
+                            vitals.route().overflowed();
+                            debug!(dropped = n, ?policy, "slow consumer: skipped messages");
+                            Step::Continue
+                        }
+                        Err(RecvError::Closed) => {
+                            Step::Close(close::GOING_AWAY, "route removed from config".into(), s.close_grace)
+                        }
                     }
                 }
-            },
+                changed = pulse.changed() => match changed {
+                    Err(_) => Step::Close(close::GOING_AWAY, "route removed from config".into(), s.close_grace),
+                    Ok(()) => {
+                        let now = pulse.borrow_and_update().clone();
+                        let same_rule = now.policy.as_ref().map(|(_, h)| (h.strategy(), h.liveness()))
+                            == heartbeat.as_ref().map(|(_, h)| (h.strategy(), h.liveness()));
+                        if !same_rule {
+                            beat.reset();
+                        }
+                        heartbeat = now.policy;
+                        vitals.follow(heartbeat.as_ref());
+                        match (now.ping, &heartbeat) {
+                            (Some(ping), Some((_, h))) => match beat.on_tick(h.liveness(), ping.token, Instant::now().into_std()) {
+                                TickAction::Send => {
+                                    vitals.ping_sent(ping.frame.message(), beat.missed());
+                                    // Boxed: once per interval, and inline it would enlarge every idle connection.
+                                    Box::pin(write_shared(&mut ws, std::slice::from_ref(&ping.frame), s.write_timeout)).await
+                                }
+                                TickAction::Dead { missed } => Step::Close(
+                                    close::HEARTBEAT_TIMEOUT,
+                                    format!("heartbeat timeout: {missed} pings unanswered"),
+                                    Duration::ZERO,
+                                ),
+                            },
+                            _ => Step::Continue,
+                        }
+                    }
+                },
+            };
+            if !matches!(step, Step::Continue) {
+                break step;
+            }
         };
-        if !matches!(step, Step::Continue) {
-            break step;
-        }
-    };
 
-    match step {
-        Step::Close(code, reason, wait) => {
-            if code == close::SLOW_CONSUMER {
-                vitals.route().overflowed();
+        match step {
+            Step::Close(code, reason, wait) => {
+                if code == close::SLOW_CONSUMER {
+                    vitals.route().overflowed();
+                }
+                if code == close::HEARTBEAT_TIMEOUT {
+                    vitals.timed_out();
+                    debug!(
+                        policy = heartbeat.as_ref().map(|(n, _)| n.as_ref()),
+                        strategy = heartbeat.as_ref().map(|(_, h)| h.strategy().as_str()),
+                        missed = beat.missed(),
+                        last_rtt_ms = beat.last_rtt().map(|d| d.as_secs_f64() * 1e3),
+                        "peer declared dead"
+                    );
+                }
+                Box::pin(close_with(
+                    &mut ws,
+                    code,
+                    &reason,
+                    wait.max(CLOSE_WAIT.min(s.close_grace)),
+                ))
+                .await;
+                Ended {
+                    code: Some(code),
+                    reason,
+                }
             }
-            if code == close::HEARTBEAT_TIMEOUT {
-                vitals.timed_out();
-                debug!(
-                    policy = heartbeat.as_ref().map(|(n, _)| n.as_ref()),
-                    strategy = heartbeat.as_ref().map(|(_, h)| h.strategy().as_str()),
-                    missed = beat.missed(),
-                    last_rtt_ms = beat.last_rtt().map(|d| d.as_secs_f64() * 1e3),
-                    "peer declared dead"
-                );
-            }
-            Box::pin(close_with(
-                &mut ws,
-                code,
-                &reason,
-                wait.max(CLOSE_WAIT.min(s.close_grace)),
-            ))
-            .await;
-            Ended {
-                code: Some(code),
-                reason,
-            }
+            Step::Gone(reason) => Ended { code: None, reason },
+            Step::Continue => Ended {
+                code: None,
+                reason: String::new(),
+            },
         }
-        Step::Gone(reason) => Ended { code: None, reason },
-        Step::Continue => Ended {
-            code: None,
-            reason: String::new(),
-        },
     }
 }
 
