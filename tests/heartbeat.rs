@@ -136,18 +136,58 @@ async fn a_silent_peer_is_closed_within_the_protocol_bound() {
     s.stop().await;
 }
 
-async fn closed_after_missed_pings(answer: impl Fn(u64) -> Option<String>) -> (Duration, u32, u16) {
+/// A json-gzip ping's value, if `data` is one (an echo of the client's own binary is not).
+fn ping_value(data: &[u8]) -> Option<u64> {
+    let text = gunzip_bounded(data)?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["ping"].as_u64()
+}
+
+/// gunzips at most 1 KiB: the echo of a gzip bomb must not inflate here either.
+fn gunzip_bounded(data: &[u8]) -> Option<String> {
+    use std::io::Read;
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(data)
+        .take(1024)
+        .read_to_string(&mut out)
+        .ok()?;
+    Some(out)
+}
+
+/// A client on /app answering every ping, until it receives a text message, which it returns.
+fn answering_bystander(mut ws: Ws) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        loop {
+            match next(&mut ws).await {
+                Message::Binary(data) => {
+                    let v = ping_value(&data).expect("a ping");
+                    send_text(&mut ws, &format!("{{\"pong\": {v}}}")).await;
+                }
+                Message::Text(t) => return t.as_str().to_owned(),
+                Message::Close(c) => panic!("bystander closed: {c:?}"),
+                _ => {}
+            }
+        }
+    })
+}
+
+/// Runs a client on /app that answers each ping with `answer(value)` (nothing for `None`)
+/// until it is closed, while a bystander answers properly. Returns how long it lasted,
+/// the pings it saw and its close code, once the bystander has been shown to be served.
+async fn closed_after_missed_pings(
+    answer: impl Fn(u64) -> Option<Message>,
+) -> (Duration, u32, u16) {
     let s = Server::start(CONFIG).await;
+    let bystander = answering_bystander(s.ws("/app").await);
     let mut ws = s.ws("/app").await;
     let started = Instant::now();
     let mut pings = 0;
     let code = loop {
         match next(&mut ws).await {
             Message::Binary(data) => {
+                let Some(v) = ping_value(&data) else { continue };
                 pings += 1;
-                let v: serde_json::Value = serde_json::from_str(&gunzip(&data)).unwrap();
-                if let Some(reply) = answer(v["ping"].as_u64().unwrap()) {
-                    send_text(&mut ws, &reply).await;
+                if let Some(reply) = answer(v) {
+                    ws.send(reply).await.unwrap();
                 }
             }
             Message::Close(Some(frame)) => break u16::from(frame.code),
@@ -157,6 +197,12 @@ async fn closed_after_missed_pings(answer: impl Fn(u64) -> Option<String>) -> (D
     let took = started.elapsed();
     // Finish the close handshake as a real client would.
     while let Ok(Some(Ok(_))) = timeout(T, ws.next()).await {}
+    // Nobody else noticed: the bystander is still connected and served.
+    assert_eq!(s.publish("/publish", "still served").await.0, 200);
+    assert_eq!(
+        timeout(T, bystander).await.expect("bystander").unwrap(),
+        "still served"
+    );
     s.stop().await;
     (took, pings, code)
 }
@@ -170,13 +216,26 @@ async fn a_silent_client_is_closed_after_max_missed_json_pings() {
     assert!(took <= 3 * I + SLACK, "closed after {took:?}");
 }
 
+/// gzip of 10 MiB of spaces: about 10 KiB on the wire, inside max_message_size.
+fn gzip_bomb() -> Vec<u8> {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+    gz.write_all(b"{\"pong\": 1, \"pad\": \"").unwrap();
+    gz.write_all(&vec![b' '; 10 << 20]).unwrap();
+    gz.finish().unwrap()
+}
+
 #[tokio::test]
-async fn wrong_malformed_or_stale_pongs_count_as_missed() {
-    for answer in [
-        |v: u64| Some(format!("{{\"pong\": {}}}", v + 1)),
-        |_| Some("{\"pong\": \"not a number\"}".to_owned()),
-        |_| Some("{\"pong\": 1}".to_owned()),
-    ] {
+async fn wrong_malformed_stale_or_bomb_pongs_count_as_missed() {
+    let text = |t: String| Some(Message::text(t));
+    let answers: [Box<dyn Fn(u64) -> Option<Message>>; 4] = [
+        Box::new(move |v| text(format!("{{\"pong\": {}}}", v + 1))),
+        Box::new(move |_| text("{\"pong\": \"not a number\"}".into())),
+        Box::new(move |_| text("{\"pong\": 1}".into())),
+        Box::new(|_| Some(Message::binary(gzip_bomb()))),
+    ];
+    for answer in answers {
         let (took, pings, code) = closed_after_missed_pings(answer).await;
         assert_eq!((code, pings), (4000, 2));
         assert!(

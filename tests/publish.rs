@@ -165,10 +165,21 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
         ),
         ("PUT", "/receive", &[], vec![], 405, "POST"),
     ];
-    for (method, target, headers, body, want, reason) in cases {
+    // On channel `news`, which the refused requests name or reach (no channel: every route).
+    let mut bystander = s.ws("/a").await;
+    for (i, (method, target, headers, body, want, reason)) in cases.into_iter().enumerate() {
         let (status, text) = s.http(method, target, headers, &body).await;
         assert_eq!(status, want, "{method} {target}: {text}");
         assert!(text.contains(reason), "{method} {target}: {text}");
+        // The refused message reached nobody, and the daemon still serves: the next
+        // message the bystander sees is the good one sent after it.
+        let good = format!("good {i}");
+        assert_eq!(s.publish("/receive?channel=news", &good).await.0, 200);
+        assert_eq!(
+            recv_text(&mut bystander).await,
+            good,
+            "after {method} {target}"
+        );
     }
     s.stop().await;
 }
