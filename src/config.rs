@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,10 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 /// Messages a route buffers for its slowest reader before cutting it off.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Bytes a reader may fall behind its route before it gets the slow-consumer policy.
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Most connections still speaking HTTP (handshakes, publishes, static pages) at once.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
 /// Most WebSocket connections from one client IP address.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 /// How long one write to a client may block before it is cut off.
@@ -49,6 +54,19 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_MISSED: u32 = 2;
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 128;
+
+/// Longest any duration key may be: beyond it a value is a typo, and timers overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest message, frame or publish body a config may allow (tungstenite's own default).
+pub const MAX_SIZE_LIMIT: usize = 64 * 1024 * 1024;
+/// Largest `server.outbound_queue`: each route allocates its ring up front.
+pub const MAX_OUTBOUND_QUEUE: usize = 65_536;
+/// Largest `server.outbound_queue_bytes`.
+pub const MAX_OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024 * 1024;
+/// Largest config file read.
+pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+/// Largest `publish.token_file` read.
+pub const MAX_TOKEN_FILE: u64 = 4096;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +108,10 @@ pub struct ServerConfig {
     pub max_frame_size: usize,
     /// Messages a route buffers for its slowest reader.
     pub outbound_queue: usize,
+    /// Bytes a reader may fall behind its route.
+    pub outbound_queue_bytes: usize,
+    /// Most connections not (yet) upgraded to WebSocket.
+    pub max_http_connections: usize,
     /// How long one write to a client may block.
     pub write_timeout: Duration,
     /// On shutdown, connections are closed in batches spread over this long.
@@ -329,6 +351,10 @@ struct RawServer {
     max_frame_size: Option<usize>,
     #[serde(default = "default_outbound_queue")]
     outbound_queue: usize,
+    #[serde(default = "default_outbound_queue_bytes")]
+    outbound_queue_bytes: usize,
+    #[serde(default = "default_max_http_connections")]
+    max_http_connections: usize,
     #[serde(default = "default_write_timeout", with = "humantime_serde")]
     write_timeout: Duration,
     #[serde(default = "default_drain_period", with = "humantime_serde")]
@@ -376,6 +402,8 @@ impl Default for RawServer {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: None,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             drain_period: DEFAULT_DRAIN_PERIOD,
             reconnect_jitter: DEFAULT_RECONNECT_JITTER,
@@ -403,6 +431,12 @@ fn default_max_message_size() -> usize {
 }
 fn default_outbound_queue() -> usize {
     DEFAULT_OUTBOUND_QUEUE
+}
+fn default_outbound_queue_bytes() -> usize {
+    DEFAULT_OUTBOUND_QUEUE_BYTES
+}
+fn default_max_http_connections() -> usize {
+    DEFAULT_MAX_HTTP_CONNECTIONS
 }
 fn default_write_timeout() -> Duration {
     DEFAULT_WRITE_TIMEOUT
@@ -513,28 +547,51 @@ pub enum ConfigError {
 
 /// Reads `path`, then `HEARTWIRE_SECTION__KEY` environment overrides, and validates.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let raw: RawConfig = figment(path).extract().map_err(|e| parse_error(path, e))?;
-    Config::from_raw(raw, path)
+    Config::from_raw(raw(path)?, path)
 }
 
 /// The effective config (file plus environment) as TOML, with the publish token redacted.
 pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
-    let mut raw: RawConfig = figment(path).extract().map_err(|e| parse_error(path, e))?;
+    let mut raw = raw(path)?;
     if raw.publish.token.is_some() {
         raw.publish.token = Some("<redacted>".into());
     }
     toml::to_string_pretty(&raw).map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))
 }
 
-fn figment(path: &Path) -> Figment {
+/// The file plus the environment, parsed but not yet validated.
+fn raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    // The message names the file.
+    let text = read_bounded(path, MAX_CONFIG_FILE).map_err(ConfigError::Parse)?;
     Figment::new()
-        .merge(Toml::file_exact(path))
+        .merge(Toml::string(&text))
         // Only SECTION__KEY names: HEARTWIRE_CONFIG and friends are not config keys.
         .merge(
             Env::prefixed("HEARTWIRE_")
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         )
+        .extract()
+        .map_err(|e| parse_error(path, e))
+}
+
+/// Reads a text file of at most `max` bytes (a config names its files: `/dev/zero` must
+/// not fill memory).
+fn read_bounded(path: &Path, max: u64) -> Result<String, String> {
+    let cannot = |e: std::io::Error| format!("cannot read `{}`: {e}", path.display());
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > max {
+        return Err(format!(
+            "`{}` is larger than {max} bytes: is it the right file?",
+            path.display()
+        ));
+    }
+    Ok(text)
 }
 
 /// Parses a config from TOML text (tests and `check`), without the environment.
@@ -551,13 +608,10 @@ fn parse_error(path: &Path, err: figment::Error) -> ConfigError {
     let lines: Vec<String> = err
         .into_iter()
         .map(|e| {
-            let origin = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
-                Some(figment::Source::File(_)) | None => path.display().to_string(),
-                Some(other) => other.to_string(),
-            };
+            // The text was read from `path`; anything else came from the environment.
             let origin = match e.metadata.as_ref() {
                 Some(m) if m.name.contains("environment") => format!("environment ({})", m.name),
-                _ => origin,
+                _ => path.display().to_string(),
             };
             if e.path.is_empty() {
                 format!("{origin}: {}", e.kind)
@@ -606,6 +660,16 @@ impl Config {
             ));
         }
         let publish = publish(raw.publish, source, &invalid)?;
+        let largest = server.max_message_size.max(publish.max_body_size);
+        if server.outbound_queue_bytes < largest {
+            return Err(invalid(
+                "server.outbound_queue_bytes",
+                format!(
+                    "{} is smaller than one message ({largest} bytes: server.max_message_size or publish.max_body_size): raise it to at least {largest}, better a few times that",
+                    server.outbound_queue_bytes
+                ),
+            ));
+        }
         let admin = admin(raw.admin, &invalid)?;
         if let Some(open) = server.listen.iter().find(|a| !a.ip().is_loopback()) {
             if publish.token.is_none() && !publish.allow_unauthenticated {
@@ -738,12 +802,45 @@ fn server(raw: RawServer, invalid: &Invalid) -> Result<ServerConfig, ConfigError
         })
         .collect::<Result<Vec<_>, _>>()?;
     positive("server.max_connections", raw.max_connections, invalid)?;
-    positive("server.outbound_queue", raw.outbound_queue, invalid)?;
-    positive("server.max_message_size", raw.max_message_size, invalid)?;
+    positive(
+        "server.max_http_connections",
+        raw.max_http_connections,
+        invalid,
+    )?;
+    within(
+        "server.outbound_queue",
+        raw.outbound_queue,
+        MAX_OUTBOUND_QUEUE,
+        invalid,
+    )?;
+    within(
+        "server.outbound_queue_bytes",
+        raw.outbound_queue_bytes,
+        MAX_OUTBOUND_QUEUE_BYTES,
+        invalid,
+    )?;
+    within(
+        "server.max_message_size",
+        raw.max_message_size,
+        MAX_SIZE_LIMIT,
+        invalid,
+    )?;
     nonzero_duration("server.handshake_timeout", raw.handshake_timeout, invalid)?;
     nonzero_duration("server.write_timeout", raw.write_timeout, invalid)?;
+    for (key, value) in [
+        ("server.shutdown_grace", raw.shutdown_grace),
+        ("server.drain_period", raw.drain_period),
+        ("server.reconnect_jitter", raw.reconnect_jitter),
+    ] {
+        duration(key, value, invalid)?;
+    }
     let max_frame_size = raw.max_frame_size.unwrap_or(raw.max_message_size);
-    positive("server.max_frame_size", max_frame_size, invalid)?;
+    within(
+        "server.max_frame_size",
+        max_frame_size,
+        MAX_SIZE_LIMIT,
+        invalid,
+    )?;
     if max_frame_size > raw.max_message_size {
         return Err(invalid(
             "server.max_frame_size",
@@ -762,6 +859,8 @@ fn server(raw: RawServer, invalid: &Invalid) -> Result<ServerConfig, ConfigError
         max_message_size: raw.max_message_size,
         max_frame_size,
         outbound_queue: raw.outbound_queue,
+        outbound_queue_bytes: raw.outbound_queue_bytes,
+        max_http_connections: raw.max_http_connections,
         write_timeout: raw.write_timeout,
         drain_period: raw.drain_period,
         reconnect_jitter: raw.reconnect_jitter,
@@ -804,12 +903,8 @@ fn publish(
                 Some(dir) if file.is_relative() => dir.join(file),
                 _ => file,
             };
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                invalid(
-                    "publish.token_file",
-                    format!("cannot read `{}`: {e}", file.display()),
-                )
-            })?;
+            let text = read_bounded(&file, MAX_TOKEN_FILE)
+                .map_err(|e| invalid("publish.token_file", e))?;
             Some(text.trim().to_owned())
         }
         (None, None) => None,
@@ -821,7 +916,12 @@ fn publish(
         ));
     }
     let max_body_size = raw.max_body_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
-    positive("publish.max_body_size", max_body_size, invalid)?;
+    within(
+        "publish.max_body_size",
+        max_body_size,
+        MAX_SIZE_LIMIT,
+        invalid,
+    )?;
     Ok(PublishConfig {
         path: raw.path,
         token,
@@ -888,8 +988,8 @@ fn policy(name: &str, raw: RawPolicy, invalid: &Invalid) -> Result<Policy, Confi
                     "applies to strategy `json-gzip`; `protocol` closes a peer silent for ping_timeout",
                 );
             }
-            // Tornado's default: three intervals.
-            let timeout = raw.ping_timeout.unwrap_or(interval * 3);
+            // Tornado's default: three intervals (interval is at most MAX_DURATION here).
+            let timeout = raw.ping_timeout.unwrap_or((interval * 3).min(MAX_DURATION));
             nonzero_duration(&key("ping_timeout"), timeout, invalid)?;
             Liveness::Timeout(timeout)
         }
@@ -919,8 +1019,16 @@ fn policy(name: &str, raw: RawPolicy, invalid: &Invalid) -> Result<Policy, Confi
 }
 
 fn positive(key: &str, value: usize, invalid: &Invalid) -> Result<(), ConfigError> {
+    within(key, value, usize::MAX, invalid)
+}
+
+/// `value` in `1..=max`.
+fn within(key: &str, value: usize, max: usize, invalid: &Invalid) -> Result<(), ConfigError> {
     if value == 0 {
         return Err(invalid(key, "must be greater than 0".into()));
+    }
+    if value > max {
+        return Err(invalid(key, format!("{value} is over the limit of {max}")));
     }
     Ok(())
 }
@@ -930,6 +1038,19 @@ fn nonzero_duration(key: &str, value: Duration, invalid: &Invalid) -> Result<(),
         return Err(invalid(
             key,
             "must be greater than 0, e.g. \"5s\" or \"250ms\"".into(),
+        ));
+    }
+    duration(key, value, invalid)
+}
+
+fn duration(key: &str, value: Duration, invalid: &Invalid) -> Result<(), ConfigError> {
+    if value > MAX_DURATION {
+        return Err(invalid(
+            key,
+            format!(
+                "{} is longer than the limit of 24h",
+                humantime::format_duration(value)
+            ),
         ));
     }
     Ok(())
@@ -993,7 +1114,10 @@ mod tests {
         fn arbitrary_values_for_real_keys_never_panic(
             key in prop::sample::select(vec![
                 "server]\nlisten", "server]\nmax_connections", "server]\nshutdown_grace",
-                "server]\nmax_frame_size", "publish]\npath", "publish]\ntoken", "log]\nlevel",
+                "server]\nmax_frame_size", "server]\noutbound_queue", "server]\noutbound_queue_bytes",
+                "server]\nmax_http_connections", "server]\nhandshake_timeout",
+                "publish]\npath", "publish]\ntoken", "publish]\nmax_body_size", "log]\nlevel",
+                "heartbeat.x]\nping_timeout",
                 "heartbeat.x]\nstrategy", "heartbeat.x]\nping_interval", "heartbeat.x]\nmax_missed",
             ]),
             value in prop::sample::select(vec![

@@ -22,8 +22,9 @@ use tracing::{Instrument, debug, debug_span, error};
 use crate::config::{Config, RouteConfig};
 use crate::http::{self, Body};
 use crate::hub::{Feeds, Registration};
+use crate::limits::{Full, Slot};
 use crate::metrics::Metrics;
-use crate::server::{Full, Slot, State};
+use crate::server::State;
 use crate::supervisor::{self, Session};
 
 /// The only WebSocket version there is (RFC 6455).
@@ -151,6 +152,7 @@ pub fn upgrade(
         settings: route.clone(),
         broker: state.broker.clone(),
         write_timeout: config.server.write_timeout,
+        max_behind_bytes: u64::try_from(config.server.outbound_queue_bytes).unwrap_or(u64::MAX),
         close_grace: config.server.shutdown_grace,
         shutdown: state.shutdown.clone(),
     };

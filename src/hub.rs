@@ -2,8 +2,9 @@
 //!
 //! Each route has one broadcast ring shared by all its connections: a published message
 //! is stored once and every connection sends the same reference-counted bytes. A reader
-//! that falls more than `outbound_queue` messages behind is cut off (it lags), so a slow
-//! client bounds its own memory and never delays anyone else.
+//! that falls more than `outbound_queue` messages, or `outbound_queue_bytes` bytes, behind
+//! gets its route's slow-consumer policy, so a slow client bounds its own backlog and never
+//! delays anyone else.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::heartbeat::Pulse;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteCounters};
 use crate::vitals::Vitals;
 use crate::wire::WireFrame;
 
@@ -40,11 +41,30 @@ pub enum DeliveryError {
     UnknownChannel(String),
 }
 
+/// A frame in a route's ring, with the route's byte count once it was queued.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// The frame every reader writes.
+    pub frame: WireFrame,
+    /// Bytes the route had queued up to and including this frame.
+    end: u64,
+}
+
+impl AsRef<WireFrame> for Queued {
+    fn as_ref(&self) -> &WireFrame {
+        &self.frame
+    }
+}
+
 /// A live WebSocket route.
 pub struct Route {
     /// Its path, which identifies it across reloads.
     pub path: String,
-    outbound: broadcast::Sender<WireFrame>,
+    outbound: broadcast::Sender<Queued>,
+    /// Encoded bytes ever queued on `outbound`: how far behind a reader is, in bytes.
+    queued_bytes: AtomicU64,
+    /// Its counters, shared by its connections.
+    counters: Arc<RouteCounters>,
     /// The heartbeat pulse its connections follow.
     pub pulse: watch::Sender<Pulse>,
     /// Cancelled when the route is removed (or drained at shutdown).
@@ -55,7 +75,7 @@ pub struct Route {
 /// A connection's subscriptions to its route: fan-out frames and heartbeat pulses.
 pub struct Feeds {
     /// The route's fan-out, from the moment of subscribing.
-    pub outbound: broadcast::Receiver<WireFrame>,
+    pub outbound: broadcast::Receiver<Queued>,
     /// The route's heartbeat policy and ticks.
     pub pulse: watch::Receiver<Pulse>,
 }
@@ -76,10 +96,12 @@ pub struct Conn {
 }
 
 impl Route {
-    fn new(path: String, queue: usize) -> Self {
+    fn new(path: String, queue: usize, metrics: &Metrics) -> Self {
         Self {
+            counters: Arc::new(metrics.route(&path)),
             path,
             outbound: broadcast::channel(queue).0,
+            queued_bytes: AtomicU64::new(0),
             pulse: watch::Sender::new(Pulse::default()),
             closing: CancellationToken::new(),
             conns: Mutex::new(HashMap::new()),
@@ -88,7 +110,22 @@ impl Route {
 
     /// Queues an encoded frame for every connection of this route; returns how many.
     pub fn send(&self, frame: WireFrame) -> usize {
-        self.outbound.send(frame).unwrap_or(0)
+        let len = u64::try_from(frame.encoded().len()).unwrap_or(u64::MAX);
+        // Concurrent publishers may queue in the other order than they counted: a reader's
+        // figure is then off by at most the messages in flight, never unbounded.
+        let end = self
+            .queued_bytes
+            .fetch_add(len, Ordering::Relaxed)
+            .saturating_add(len);
+        self.outbound.send(Queued { frame, end }).unwrap_or(0)
+    }
+
+    /// Bytes queued on this route after `taken`: how far behind a reader that has just
+    /// taken it is.
+    pub fn bytes_after(&self, taken: &Queued) -> u64 {
+        self.queued_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(taken.end)
     }
 
     /// Subscribes a new connection to the route's fan-out and heartbeat.
@@ -188,7 +225,11 @@ impl Hub {
                 Some(existing) => existing,
                 None => {
                     changes.added.push(rc.path.clone());
-                    Arc::new(Route::new(rc.path.clone(), config.server.outbound_queue))
+                    Arc::new(Route::new(
+                        rc.path.clone(),
+                        config.server.outbound_queue,
+                        &self.metrics,
+                    ))
                 }
             };
             channels
@@ -244,7 +285,7 @@ impl Hub {
             peer,
             since: SystemTime::now(),
             token: route.closing.child_token(),
-            vitals: Arc::new(Vitals::new(&self.metrics, &route.path)),
+            vitals: Arc::new(Vitals::new(&self.metrics, route.counters.clone())),
         };
         self.metrics.accepted(&route.path);
         route.lock().insert(id, conn.clone());

@@ -3,8 +3,8 @@
 //! Clients connect to WebSocket routes; backends publish to them over HTTP; pluggable
 //! heartbeats find dead peers. One port serves HTTP and WebSocket upgrades.
 //!
-//! Reading order: [`config`] (what ops write) → [`server`] (accept, dispatch, shutdown)
-//! → [`handshake`] → [`supervisor`] (one connection) → [`heartbeat`] (strategies) →
+//! Reading order: [`config`] (what ops write) → [`server`] (accept, dispatch, shutdown;
+//! [`limits`]) → [`handshake`] → [`supervisor`] (one connection) → [`heartbeat`] (strategies) →
 //! [`hub`] / [`broker`] (fan-out) → [`publish`] ([`rate_limit`]). Operations: [`ops`]
 //! ([`metrics`], [`notify`]), [`admin`], [`drain`], [`activation`], [`vitals`],
 //! [`allocator`].
@@ -23,6 +23,7 @@ pub mod handshake;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

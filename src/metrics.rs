@@ -59,6 +59,33 @@ struct RouteLabel {
     route: String,
 }
 
+/// What the slow-consumer handling did to a client (the `action` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowAction {
+    /// Closed with 1008: it fell behind under `slow_consumer = "disconnect"`.
+    Disconnect,
+    /// Skipped messages it had fallen behind on (`drop-oldest`, `keep-latest`).
+    Skip,
+    /// Dropped: a write to it blocked for `server.write_timeout`.
+    WriteTimeout,
+}
+
+impl SlowAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Disconnect => "disconnect",
+            Self::Skip => "skip",
+            Self::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteAction {
+    route: String,
+    action: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteKind {
     route: String,
@@ -110,10 +137,13 @@ pub struct Metrics {
     routes: Gauge,
     accepted: Family<RouteLabel, Counter>,
     rejected: Family<Reason, Counter>,
+    http_open: Gauge,
+    http_full: Counter,
     sent: Family<RouteKind, Counter>,
     received: Family<RouteKind, Counter>,
     bytes_out: Family<RouteLabel, Counter>,
-    overflows: Family<RouteLabel, Counter>,
+    slow: Family<RouteAction, Counter>,
+    dropped: Family<RouteLabel, Counter>,
     publish: Family<Status, Counter>,
     pings: Family<PolicyStrategy, Counter>,
     pongs: Family<PolicyStrategy, Counter>,
@@ -149,10 +179,13 @@ impl Metrics {
             routes: Gauge::default(),
             accepted: Family::default(),
             rejected: Family::default(),
+            http_open: Gauge::default(),
+            http_full: Counter::default(),
             sent: Family::default(),
             received: Family::default(),
             bytes_out: Family::default(),
-            overflows: Family::default(),
+            slow: Family::default(),
+            dropped: Family::default(),
             publish: Family::default(),
             pings: Family::default(),
             pongs: Family::default(),
@@ -193,6 +226,16 @@ impl Metrics {
             m.rejected.clone(),
         );
         r.register(
+            "http_connections",
+            "Connections not (yet) upgraded to WebSocket: handshakes, publish and static requests, idle keep-alives",
+            m.http_open.clone(),
+        );
+        r.register(
+            "http_connections_full",
+            "Times accepting paused because server.max_http_connections were open",
+            m.http_full.clone(),
+        );
+        r.register(
             "messages_sent",
             "Data messages written to clients, by route and kind",
             m.sent.clone(),
@@ -208,9 +251,14 @@ impl Metrics {
             m.bytes_out.clone(),
         );
         r.register(
-            "queue_overflows",
-            "Times a client fell behind its route's queue (closed with 1008, or skipped messages), by route",
-            m.overflows.clone(),
+            "slow_consumers",
+            "Times a client read too slowly, by route and what was done (disconnect: closed with 1008; skip: skipped messages; write_timeout: dropped)",
+            m.slow.clone(),
+        );
+        r.register(
+            "messages_dropped",
+            "Messages a connected client never got because it read too slowly (drop-oldest, keep-latest), by route",
+            m.dropped.clone(),
         );
         r.register(
             "publish_requests",
@@ -310,13 +358,22 @@ impl Metrics {
         let label = RouteLabel {
             route: route.to_owned(),
         };
+        let slow = |action: SlowAction| {
+            self.slow.get_or_create_owned(&RouteAction {
+                route: route.to_owned(),
+                action: action.as_str(),
+            })
+        };
         RouteCounters {
             sent_text: kind(&self.sent, "text"),
             sent_binary: kind(&self.sent, "binary"),
             received_text: kind(&self.received, "text"),
             received_binary: kind(&self.received, "binary"),
             bytes_out: self.bytes_out.get_or_create_owned(&label),
-            overflows: self.overflows.get_or_create_owned(&label),
+            slow_disconnect: slow(SlowAction::Disconnect),
+            slow_skip: slow(SlowAction::Skip),
+            slow_write_timeout: slow(SlowAction::WriteTimeout),
+            dropped: self.dropped.get_or_create_owned(&label),
         }
     }
 
@@ -352,6 +409,16 @@ impl Metrics {
                 reason: why.as_str(),
             })
             .inc();
+    }
+
+    /// The gauge of open HTTP connections, for [`crate::limits::HttpSlots`] to keep.
+    pub fn http_gauge(&self) -> Gauge {
+        self.http_open.clone()
+    }
+
+    /// Accepting paused: `server.max_http_connections` are open.
+    pub fn http_full(&self) {
+        self.http_full.inc();
     }
 
     /// A publish request was answered with `status`.
@@ -399,7 +466,10 @@ pub struct RouteCounters {
     received_text: Counter,
     received_binary: Counter,
     bytes_out: Counter,
-    overflows: Counter,
+    slow_disconnect: Counter,
+    slow_skip: Counter,
+    slow_write_timeout: Counter,
+    dropped: Counter,
 }
 
 impl RouteCounters {
@@ -432,9 +502,19 @@ impl RouteCounters {
         self.bytes_out.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
-    /// The connection fell behind its route's queue.
-    pub fn overflowed(&self) {
-        self.overflows.inc();
+    /// The connection read too slowly, and this was done about it.
+    pub fn slow(&self, action: SlowAction) {
+        match action {
+            SlowAction::Disconnect => &self.slow_disconnect,
+            SlowAction::Skip => &self.slow_skip,
+            SlowAction::WriteTimeout => &self.slow_write_timeout,
+        }
+        .inc();
+    }
+
+    /// The connection skipped `n` messages.
+    pub fn dropped(&self, n: u64) {
+        self.dropped.inc_by(n);
     }
 }
 

@@ -4,7 +4,8 @@
 //! - heartbeat policies: existing connections, from their next tick;
 //! - routes added or removed: at once (removed routes close their clients with 1001);
 //! - origins, welcome, prefixes, on_message: new handshakes;
-//! - publish token and limits: the next request;
+//! - publish token and limits, connection limits: the next request or handshake;
+//! - `server.outbound_queue_bytes`, `write_timeout`, message sizes: new connections;
 //! - `server.listen`, `server.outbound_queue`, `[admin]` and `[log] dir`: only after a restart.
 
 use std::path::Path;
@@ -76,6 +77,9 @@ pub fn log_changes(old: &Config, new: &Config) {
     }
     if old.publish != new.publish {
         changed.push("publish".into());
+    }
+    if old.server != new.server {
+        changed.push("server limits".into());
     }
     if old.statics != new.statics {
         changed.push("static pages".into());

@@ -1,11 +1,10 @@
 //! The public listener: accept loop, HTTP dispatch (publish, static pages, WebSocket
 //! upgrades on one port), config changes, and graceful shutdown.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -15,16 +14,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::allocator;
 use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
 use crate::heartbeat::{Pulse, Schedule};
 use crate::http::{self, Body};
 use crate::hub::Hub;
+use crate::limits::{HttpSlot, HttpSlots, Slots};
 use crate::metrics::Rejection;
 use crate::ops::Ops;
 use crate::rate_limit::RateLimit;
@@ -42,106 +42,12 @@ pub struct State {
     pub tracker: TaskTracker,
     /// WebSocket connection slots.
     pub slots: Arc<Slots>,
+    /// Connections still speaking HTTP.
+    pub http: Arc<HttpSlots>,
     /// The publish rate limit's bucket.
     pub publish_limit: RateLimit,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
-}
-
-/// Connections open at the peak before their leaving counts as a wave worth a trim.
-const TRIM_WAVE: usize = 32;
-
-/// Counts open WebSocket connections against `server.max_connections` and
-/// `server.max_connections_per_ip`.
-#[derive(Debug, Default)]
-pub struct Slots {
-    open: AtomicUsize,
-    /// Most open at once since the allocator was last asked to trim.
-    peak: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One claimed slot, released on drop.
-pub struct Slot {
-    slots: Arc<Slots>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let open = self.slots.open.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.slots.maybe_trim(open);
-        let mut per_ip = self.slots.lock();
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Why a slot was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
-    /// `server.max_connections` reached.
-    Server,
-    /// `server.max_connections_per_ip` reached for this address.
-    Ip,
-}
-
-impl Slots {
-    /// Claims a slot for `ip` within the limits (read per call, so a reload applies at once;
-    /// a per-IP limit of 0 means none).
-    pub fn try_claim(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        max: usize,
-        max_per_ip: usize,
-    ) -> Result<Slot, Full> {
-        let mut per_ip = self.lock();
-        let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
-        if max_per_ip != 0 && from_ip >= max_per_ip {
-            return Err(Full::Ip);
-        }
-        let open = self
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .map_err(|_| Full::Server)?;
-        self.peak.fetch_max(open + 1, Ordering::AcqRel);
-        per_ip.insert(ip, from_ip + 1);
-        Ok(Slot {
-            slots: self.clone(),
-            ip,
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        // Counts stay consistent under the lock; a panic elsewhere cannot corrupt them.
-        self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// After a wave of disconnects (half the peak gone), hands the memory
-    /// they freed back to the kernel rather than leaving it cached (see [`allocator`]).
-    fn maybe_trim(&self, open: usize) {
-        let peak = self.peak.load(Ordering::Acquire);
-        if peak >= TRIM_WAVE
-            && open <= peak / 2
-            && self
-                .peak
-                .compare_exchange(peak, open, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            allocator::trim();
-        }
-    }
-
-    /// Open WebSocket connections.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
 }
 
 /// Serves `listeners` with the config from `config` until `shutdown` is cancelled,
@@ -173,6 +79,7 @@ pub async fn run_with(
         broker: Arc::new(LocalBroker::new(hub.clone())),
         tracker: TaskTracker::new(),
         slots: Arc::default(),
+        http: Arc::new(HttpSlots::new(ops.metrics.http_gauge())),
         publish_limit: RateLimit::default(),
         shutdown: shutdown.clone(),
     });
@@ -299,8 +206,32 @@ fn apply(state: &State, schedule: &mut Schedule, config: &Config) {
     );
 }
 
+/// How often, at most, a full `server.max_http_connections` is logged.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 async fn accept_loop(state: Arc<State>, listener: TcpListener) {
+    let mut last_full_log: Option<Instant> = None;
     loop {
+        let max = || state.config.borrow().server.max_http_connections;
+        let slot = match state.http.try_claim(max()) {
+            Some(slot) => slot,
+            None => {
+                // Full: stop accepting until one ends (each ends within handshake_timeout
+                // when idle); new clients wait in the kernel's listen queue meanwhile.
+                state.hub.metrics().http_full();
+                if last_full_log.is_none_or(|at| at.elapsed() >= FULL_LOG_EVERY) {
+                    last_full_log = Some(Instant::now());
+                    warn!(
+                        open = state.http.open(),
+                        "server.max_http_connections reached: not accepting until a connection ends"
+                    );
+                }
+                tokio::select! {
+                    () = state.shutdown.cancelled() => return,
+                    slot = state.http.claim(max) => slot,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             () = state.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -308,18 +239,27 @@ async fn accept_loop(state: Arc<State>, listener: TcpListener) {
                 Err(err) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     warn!(error = %err, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
         let state2 = state.clone();
-        state.tracker.spawn(serve_connection(state2, stream, peer));
+        state
+            .tracker
+            .spawn(serve_connection(state2, stream, peer, slot));
     }
 }
 
-async fn serve_connection(state: Arc<State>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+/// Serves one TCP connection's HTTP, holding its place in `server.max_http_connections`
+/// until it ends or becomes a WebSocket (hyper hands the socket over and returns).
+async fn serve_connection(
+    state: Arc<State>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    _slot: HttpSlot,
+) {
     let timeout = state.config.borrow().server.handshake_timeout;
     let svc_state = state.clone();
     let service = service_fn(move |req| {
@@ -383,39 +323,4 @@ async fn dispatch(state: &Arc<State>, peer: SocketAddr, req: Request<Incoming>) 
         );
     }
     http::error(StatusCode::NOT_FOUND, format!("nothing at {path}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_wave_of_disconnects_asks_for_one_trim() {
-        let _one = allocator::tests::SERIAL
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let slots = Arc::new(Slots::default());
-        let ip = IpAddr::from([127, 0, 0, 1]);
-        let mut held: Vec<Slot> = (0..40)
-            .map(|_| slots.try_claim(ip, 100, 0).unwrap())
-            .collect();
-        let before = allocator::trims();
-        held.truncate(21);
-        assert_eq!(allocator::trims(), before, "19 of 40 gone is not a wave");
-        held.truncate(20);
-        assert_eq!(allocator::trims(), before + 1, "half of 40 gone is");
-        held.clear();
-        assert_eq!(
-            allocator::trims(),
-            before + 1,
-            "a peak of 20 is below TRIM_WAVE"
-        );
-        assert_eq!(slots.open(), 0);
-        // A new crowd makes a new peak.
-        held = (0..64)
-            .map(|_| slots.try_claim(ip, 100, 0).unwrap())
-            .collect();
-        held.truncate(32);
-        assert_eq!(allocator::trims(), before + 2);
-    }
 }

@@ -25,7 +25,9 @@ use crate::broker::Broker;
 use crate::close;
 use crate::config::{OnMessage, RouteConfig, SlowConsumer};
 use crate::heartbeat::{Heartbeat, Inbound, Liveness, PeerBeat, TickAction};
-use crate::hub::{Conn, Feeds, Route, Target};
+use crate::hub::{Conn, Feeds, Queued, Route, Target};
+use crate::metrics::SlowAction;
+use crate::vitals::Vitals;
 use crate::wire::WireFrame;
 
 /// Most queued messages written before one flush.
@@ -49,6 +51,8 @@ pub struct Session {
     pub broker: Arc<dyn Broker>,
     /// Longest a write may block.
     pub write_timeout: Duration,
+    /// Most bytes it may fall behind its route (`server.outbound_queue_bytes`).
+    pub max_behind_bytes: u64,
     /// How long a shutdown close waits for the peer's answer.
     pub close_grace: Duration,
     /// The daemon's shutdown signal, to tell shutdown from a removed route.
@@ -68,6 +72,14 @@ enum Step {
     Continue,
     Close(u16, String, Duration),
     Gone(String),
+    /// A write blocked for `write_timeout`: the client is not reading.
+    Stuck(String),
+}
+
+/// How far a `disconnect` client fell behind.
+enum Behind {
+    Messages(u64),
+    Bytes(u64),
 }
 
 /// Runs a connection until it closes. `feeds` were subscribed before the handshake was
@@ -97,11 +109,9 @@ where
         if let Some(welcome) = &s.settings.welcome {
             let welcome = Message::text(welcome.as_str());
             vitals.route().sent(&welcome);
-            if let Step::Gone(why) = Box::pin(write(&mut ws, [welcome], s.write_timeout)).await {
-                return Ended {
-                    code: None,
-                    reason: why,
-                };
+            let step = Box::pin(write(&mut ws, [welcome], s.write_timeout)).await;
+            if let Some(ended) = unwritten(step, &vitals) {
+                return ended;
             }
         }
 
@@ -143,29 +153,22 @@ where
                 msg = outbound.recv() => {
                     let policy = s.settings.slow_consumer;
                     match msg {
-                        Ok(first) => match take_batch(outbound, first, policy, &mut batch) {
+                        Ok(first) => match take_batch(outbound, &s.route, first, policy, s.max_behind_bytes, &mut batch) {
                             Ok((dropped, left)) => {
-                                if dropped > 0 {
-                                    // keep-latest skips by design; drop-oldest only when the ring overflowed.
-                                    if policy == SlowConsumer::DropOldest {
-                                        vitals.route().overflowed();
-                                    }
-                                    debug!(dropped, ?policy, "slow consumer: skipped messages");
-                                }
-                                for frame in &batch {
-                                    vitals.route().sent(frame.message());
+                                skipped(&vitals, dropped, policy);
+                                for queued in &batch {
+                                    vitals.route().sent(queued.frame.message());
                                 }
                                 vitals.set_queue_depth(left);
                                 let step = write_shared(&mut ws, &batch, s.write_timeout).await;
                                 batch.clear();
                                 step
                             }
-                            Err(lagged) => slow(lagged),
+                            Err(behind) => slow(behind, s.max_behind_bytes),
                         },
-                        Err(RecvError::Lagged(n)) if policy == SlowConsumer::Disconnect => slow(n),
+                        Err(RecvError::Lagged(n)) if policy == SlowConsumer::Disconnect => slow(Behind::Messages(n), s.max_behind_bytes),
                         Err(RecvError::Lagged(n)) => {
-                            vitals.route().overflowed();
-                            debug!(dropped = n, ?policy, "slow consumer: skipped messages");
+                            skipped(&vitals, n, policy);
                             Step::Continue
                         }
                         Err(RecvError::Closed) => {
@@ -210,7 +213,7 @@ where
         match step {
             Step::Close(code, reason, wait) => {
                 if code == close::SLOW_CONSUMER {
-                    vitals.route().overflowed();
+                    vitals.route().slow(SlowAction::Disconnect);
                 }
                 if code == close::HEARTBEAT_TIMEOUT {
                     vitals.timed_out();
@@ -234,27 +237,49 @@ where
                     reason,
                 }
             }
-            Step::Gone(reason) => Ended { code: None, reason },
-            Step::Continue => Ended {
+            other => unwritten(other, &vitals).unwrap_or(Ended {
                 code: None,
                 reason: String::new(),
-            },
+            }),
         }
     }
 }
 
 /// Fills `batch` with `first` and what else the route has queued for this connection, as
 /// its policy says: up to [`BATCH`] frames or [`BATCH_BYTES`] bytes; for `keep-latest` only
-/// the newest. Returns how many were skipped and how many are still queued after the batch;
-/// `Err(lagged)` means a `disconnect` client fell behind.
+/// the newest. A client more than `max_behind` bytes behind skips (`drop-oldest`) to within
+/// it. Returns how many were skipped and how many are still queued after the batch;
+/// `Err` means a `disconnect` client fell too far behind.
 fn take_batch(
-    rx: &mut broadcast::Receiver<WireFrame>,
-    first: WireFrame,
+    rx: &mut broadcast::Receiver<Queued>,
+    route: &Route,
+    mut first: Queued,
     policy: SlowConsumer,
-    batch: &mut Vec<WireFrame>,
-) -> Result<(u64, usize), u64> {
-    let mut bytes = first.encoded().len();
+    max_behind: u64,
+    batch: &mut Vec<Queued>,
+) -> Result<(u64, usize), Behind> {
     let mut dropped = 0;
+    // The bytes bound, checked once per batch: the rest of the batch is closer to the tail.
+    // (keep-latest is never more than one message behind.)
+    loop {
+        let behind = route.bytes_after(&first);
+        if behind <= max_behind || policy == SlowConsumer::KeepLatest {
+            break;
+        }
+        if policy == SlowConsumer::Disconnect {
+            return Err(Behind::Bytes(behind));
+        }
+        match rx.try_recv() {
+            Ok(next) => {
+                dropped += 1;
+                first = next;
+            }
+            Err(TryRecvError::Lagged(n)) => dropped += n,
+            // Counted but not yet queued by a concurrent publisher: nothing newer to take.
+            Err(_) => break,
+        }
+    }
+    let mut bytes = first.frame.encoded().len();
     batch.push(first);
     for _ in 0..SKIP_LIMIT {
         let full = batch.len() >= BATCH || bytes >= BATCH_BYTES;
@@ -262,18 +287,18 @@ fn take_batch(
             break;
         }
         match rx.try_recv() {
-            Ok(frame) => {
+            Ok(queued) => {
                 if policy == SlowConsumer::KeepLatest {
                     dropped += batch.len() as u64;
                     batch.clear();
                     bytes = 0;
                 }
-                bytes += frame.encoded().len();
-                batch.push(frame);
+                bytes += queued.frame.encoded().len();
+                batch.push(queued);
             }
             Err(TryRecvError::Lagged(n)) if policy == SlowConsumer::Disconnect => {
                 batch.clear();
-                return Err(n);
+                return Err(Behind::Messages(n));
             }
             Err(TryRecvError::Lagged(n)) => dropped += n,
             // Drained: nothing left, known without asking the channel.
@@ -285,18 +310,40 @@ fn take_batch(
     Ok((dropped, rx.len()))
 }
 
+/// How the connection ended if `step` is a failed write (`None` otherwise).
+fn unwritten(step: Step, vitals: &Vitals) -> Option<Ended> {
+    match step {
+        Step::Gone(reason) => Some(Ended { code: None, reason }),
+        Step::Stuck(reason) => {
+            vitals.route().slow(SlowAction::WriteTimeout);
+            Some(Ended { code: None, reason })
+        }
+        Step::Continue | Step::Close(..) => None,
+    }
+}
+
+/// Counts messages a `drop-oldest` or `keep-latest` client skipped.
+fn skipped(vitals: &Vitals, dropped: u64, policy: SlowConsumer) {
+    if dropped > 0 {
+        vitals.route().slow(SlowAction::Skip);
+        vitals.route().dropped(dropped);
+        debug!(dropped, ?policy, "slow consumer: skipped messages");
+    }
+}
+
 /// Writes shared, pre-encoded frames straight to the socket (one syscall for a batch when
 /// the stream supports vectored writes), after anything tungstenite itself has queued.
-async fn write_shared<S>(ws: &mut WebSocketStream<S>, frames: &[WireFrame], limit: Duration) -> Step
+async fn write_shared<S, F>(ws: &mut WebSocketStream<S>, frames: &[F], limit: Duration) -> Step
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    F: AsRef<WireFrame>,
 {
     let result = time::timeout(limit, async {
         // tungstenite's own frames (pongs, echoes) go first, so frames never interleave.
         ws.flush().await.map_err(|e| e.to_string())?;
         let io = ws.get_mut();
         let written = match frames {
-            [one] => io.write_all(one.encoded()).await,
+            [one] => io.write_all(one.as_ref().encoded()).await,
             many => write_all_vectored(io, many).await,
         };
         written.map_err(|e| e.to_string())?;
@@ -306,11 +353,14 @@ where
     written(result, limit)
 }
 
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
+async fn write_all_vectored<W: AsyncWrite + Unpin, F: AsRef<WireFrame>>(
     io: &mut W,
-    frames: &[WireFrame],
+    frames: &[F],
 ) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f.encoded())).collect();
+    let mut slices: Vec<IoSlice<'_>> = frames
+        .iter()
+        .map(|f| IoSlice::new(f.as_ref().encoded()))
+        .collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
         let n = io.write_vectored(rest).await?;
@@ -329,10 +379,14 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
     }
 }
 
-fn slow(lagged: u64) -> Step {
+fn slow(behind: Behind, max_bytes: u64) -> Step {
+    let how_far = match behind {
+        Behind::Messages(n) => format!("{n} messages"),
+        Behind::Bytes(n) => format!("{n} bytes (limit {max_bytes})"),
+    };
     Step::Close(
         close::SLOW_CONSUMER,
-        format!("slow consumer: fell {lagged} messages behind; read faster or reconnect"),
+        format!("slow consumer: fell {how_far} behind; read faster or reconnect"),
         Duration::ZERO,
     )
 }
@@ -359,10 +413,10 @@ where
     }
     match msg {
         // tungstenite queued the Pong; flush it now rather than with the next write.
-        Message::Ping(_) => match time::timeout(s.write_timeout, ws.flush()).await {
-            Ok(Ok(())) => Step::Continue,
-            _ => Step::Gone("write failed".into()),
-        },
+        Message::Ping(_) => written(
+            time::timeout(s.write_timeout, ws.flush()).await,
+            s.write_timeout,
+        ),
         Message::Text(_) | Message::Binary(_) => match s.settings.on_message {
             OnMessage::Ignore => {
                 s.conn.vitals.route().received(&msg);
@@ -430,7 +484,7 @@ fn written<E: std::fmt::Display>(
     match result {
         Ok(Ok(())) => Step::Continue,
         Ok(Err(err)) => Step::Gone(format!("write failed: {err}")),
-        Err(_) => Step::Gone(format!(
+        Err(_) => Step::Stuck(format!(
             "write blocked for more than {limit:?}: client not reading"
         )),
     }

@@ -17,7 +17,7 @@ const NO_RTT: u64 = u64::MAX;
 
 /// Live figures of one connection. Created at its handshake, carried by [`crate::hub::Conn`].
 pub struct Vitals {
-    counters: RouteCounters,
+    counters: Arc<RouteCounters>,
     metrics: Option<Arc<Metrics>>,
     policy: Mutex<Option<Following>>,
     last_rtt_us: AtomicU64,
@@ -56,17 +56,18 @@ impl fmt::Debug for Vitals {
 impl Default for Vitals {
     /// Figures that count into no registry (tests, tools).
     fn default() -> Self {
-        Self::with(RouteCounters::default(), None)
+        Self::with(Arc::default(), None)
     }
 }
 
 impl Vitals {
-    /// Figures for a connection on `route`, counting into `metrics`.
-    pub fn new(metrics: &Arc<Metrics>, route: &str) -> Self {
-        Self::with(metrics.route(route), Some(metrics.clone()))
+    /// Figures for a connection counting into `metrics`, its route's counters shared with
+    /// the route's other connections.
+    pub fn new(metrics: &Arc<Metrics>, route: Arc<RouteCounters>) -> Self {
+        Self::with(route, Some(metrics.clone()))
     }
 
-    fn with(counters: RouteCounters, metrics: Option<Arc<Metrics>>) -> Self {
+    fn with(counters: Arc<RouteCounters>, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
             counters,
             metrics,
@@ -78,7 +79,7 @@ impl Vitals {
         }
     }
 
-    /// The route's counters (messages, bytes, overflows).
+    /// The route's counters (messages, bytes, slow consumers).
     pub fn route(&self) -> &RouteCounters {
         &self.counters
     }
@@ -185,7 +186,7 @@ mod tests {
     #[test]
     fn follows_policies_and_keeps_figures() {
         let metrics = Arc::new(Metrics::new());
-        let v = Vitals::new(&metrics, "/ws");
+        let v = Vitals::new(&metrics, Arc::new(metrics.route("/ws")));
         assert_eq!(v.snapshot().policy, None);
         let h: Arc<dyn Heartbeat> = Arc::new(ProtocolPing::new(Duration::from_secs(1)));
         let p = (Arc::<str>::from("frames"), h);

@@ -63,6 +63,12 @@ impl WireFrame {
     }
 }
 
+impl AsRef<WireFrame> for WireFrame {
+    fn as_ref(&self) -> &WireFrame {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

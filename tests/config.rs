@@ -75,6 +75,8 @@ fn the_everything_fixture_means_what_it_says() {
         let c = config::load(&file).unwrap();
         assert_eq!(c.server.listen.len(), 2);
         assert_eq!(c.server.max_frame_size, 512);
+        assert_eq!(c.server.outbound_queue_bytes, 65536);
+        assert_eq!(c.server.max_http_connections, 16);
         assert_eq!(c.publish.token.as_deref(), Some("secret-from-file"));
         // rate_burst defaults to one second's worth.
         let rate = c.publish.rate.expect("rate_limit = 50");
@@ -126,6 +128,14 @@ fn a_missing_file_is_named() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/heartwire.toml"), "{err}");
+        // A config path is read only so far: `/dev/zero` is refused, not read forever.
+        let err = config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/dev/zero` is larger than 1048576 bytes"),
+            "{err}"
+        );
         Ok(())
     });
 }

@@ -10,6 +10,7 @@ use common::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpSocket;
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
 
 const CONFIG: &str = r#"
 [server]
@@ -250,10 +251,24 @@ async fn connection_limits_answer_503_before_the_upgrade() {
     s.stop().await;
 }
 
-/// Publishes `n` numbered 60 KiB messages while `slow` does not read, then reads what it got.
-async fn slow_reader_sees(policy: &str, n: usize) -> (Vec<usize>, Option<u16>) {
+/// What a client that stopped reading got once it read again.
+struct SlowReader {
+    /// Numbers of the messages it received, in order.
+    seen: Vec<usize>,
+    /// The close frame, if it was closed.
+    closed: Option<(u16, String)>,
+    /// `heartwire_slow_consumers_total` for /f, by action.
+    disconnects: f64,
+    skips: f64,
+    /// `heartwire_messages_dropped_total` for /f.
+    dropped: f64,
+}
+
+/// Publishes `n` numbered 60 KiB messages while `slow` does not read, then reads what it
+/// got. `limits` are extra `[server]` keys.
+async fn slow_reader_sees(policy: &str, n: usize, limits: &str) -> SlowReader {
     let s = Server::start(&format!(
-        "[server]\noutbound_queue = 8\nwrite_timeout = \"60s\"\n[[route]]\npath = \"/f\"\nslow_consumer = \"{policy}\"\n"
+        "[server]\nwrite_timeout = \"60s\"\n{limits}\n[[route]]\npath = \"/f\"\nslow_consumer = \"{policy}\"\n"
     ))
     .await;
     let mut slow = s.ws("/f").await;
@@ -270,39 +285,158 @@ async fn slow_reader_sees(policy: &str, n: usize) -> (Vec<usize>, Option<u16>) {
     let mut closed = None;
     loop {
         match recv(&mut slow).await {
-            tokio_tungstenite::tungstenite::Message::Text(t) if t.as_str() == "last" => break,
-            tokio_tungstenite::tungstenite::Message::Text(t) => {
-                seen.push(t.as_str().split(':').next().unwrap().parse().unwrap())
-            }
-            tokio_tungstenite::tungstenite::Message::Close(c) => {
-                closed = c.map(|c| u16::from(c.code));
+            Message::Text(t) if t.as_str() == "last" => break,
+            Message::Text(t) => seen.push(t.as_str().split(':').next().unwrap().parse().unwrap()),
+            Message::Close(c) => {
+                closed = c.map(|c| (u16::from(c.code), c.reason.as_str().to_owned()));
                 break;
             }
             _ => {}
         }
     }
+    let slow_series =
+        |action| format!(r#"heartwire_slow_consumers_total{{route="/f",action="{action}"}}"#);
+    let reader = SlowReader {
+        seen,
+        closed,
+        disconnects: s.metric(&slow_series("disconnect")).await,
+        skips: s.metric(&slow_series("skip")).await,
+        dropped: s
+            .metric(r#"heartwire_messages_dropped_total{route="/f"}"#)
+            .await,
+    };
     s.stop().await;
-    (seen, closed)
+    reader
 }
+
+// 400 x 60 KiB = 24 MB: enough to fill loopback socket buffers and then the queue.
+const SLOW_N: usize = 400;
 
 #[tokio::test]
 async fn slow_consumer_policies() {
-    // 24 MB: enough to fill loopback socket buffers and then the 8-message queue.
-    const N: usize = 400;
-    let (seen, closed) = slow_reader_sees("disconnect", N).await;
-    assert_eq!(
-        closed,
-        Some(1008),
-        "disconnect: got {} messages",
-        seen.len()
-    );
+    // The message bound: 8 messages.
+    let r = slow_reader_sees("disconnect", SLOW_N, "outbound_queue = 8").await;
+    let (code, reason) = r.closed.expect("disconnect: not closed");
+    assert_eq!(code, 1008, "disconnect: got {} messages", r.seen.len());
+    assert!(reason.contains("messages behind"), "{reason}");
+    assert_eq!((r.disconnects, r.skips, r.dropped), (1.0, 0.0, 0.0));
     for policy in ["drop-oldest", "keep-latest"] {
-        let (seen, closed) = slow_reader_sees(policy, N).await;
-        assert_eq!(closed, None, "{policy} closed the slow client");
-        assert!(seen.len() < N, "{policy}: nothing was skipped");
-        assert!(
-            seen.windows(2).all(|w| w[0] < w[1]),
-            "{policy}: out of order or duplicated"
-        );
+        let r = slow_reader_sees(policy, SLOW_N, "outbound_queue = 8").await;
+        assert_skipped_in_order(policy, &r);
     }
+}
+
+#[tokio::test]
+async fn the_outbound_queue_is_bounded_in_bytes_too() {
+    // A ring long enough for every message: only the 1 MiB bound can cut the client off.
+    let limits = "outbound_queue = 1024\noutbound_queue_bytes = 1048576";
+    let r = slow_reader_sees("disconnect", SLOW_N, limits).await;
+    let (code, reason) = r.closed.expect("disconnect: not closed");
+    assert_eq!(code, 1008, "got {} messages", r.seen.len());
+    assert!(reason.contains("bytes (limit 1048576) behind"), "{reason}");
+    assert_eq!((r.disconnects, r.dropped), (1.0, 0.0));
+    let r = slow_reader_sees("drop-oldest", SLOW_N, limits).await;
+    assert_skipped_in_order("drop-oldest", &r);
+}
+
+/// A skipping policy kept the client, skipped some messages, counted exactly those, and
+/// delivered the rest in order.
+fn assert_skipped_in_order(policy: &str, r: &SlowReader) {
+    assert_eq!(r.closed, None, "{policy} closed the slow client");
+    assert!(r.seen.len() < SLOW_N, "{policy}: nothing was skipped");
+    assert!(
+        r.seen.windows(2).all(|w| w[0] < w[1]),
+        "{policy}: out of order or duplicated"
+    );
+    assert_eq!(
+        r.dropped as usize,
+        SLOW_N - r.seen.len(),
+        "{policy}: dropped count"
+    );
+    assert!(r.skips >= 1.0 && r.disconnects == 0.0, "{policy}");
+}
+
+#[tokio::test]
+async fn http_connections_are_bounded_and_wait_their_turn() {
+    let s = Server::start("[server]\nmax_http_connections = 3\n[[route]]\npath = \"/ws\"\n").await;
+    let mut bystander = s.ws("/ws").await;
+    // Three silent sockets take every HTTP place (the WebSocket holds none).
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    let deadline = Instant::now() + T;
+    while s.metric("heartwire_http_connections").await < 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle sockets were never accepted"
+        );
+        tokio::task::yield_now().await;
+    }
+    // A fourth waits in the listen queue, unanswered, until a place is free.
+    let addr = s.addr;
+    let mut waiting =
+        tokio::spawn(async move { http(addr, "GET", "/publish?msg=after", &[], b"").await });
+    assert!(
+        timeout(Duration::from_millis(300), &mut waiting)
+            .await
+            .is_err(),
+        "answered past max_http_connections"
+    );
+    assert!(s.metric("heartwire_http_connections_full_total").await >= 1.0);
+    drop(idle.pop());
+    let (status, body) = timeout(T, waiting).await.expect("never served").unwrap();
+    assert_eq!((status, body.as_str()), (200, "{\"queued\":1}\n"));
+    assert_eq!(recv_text(&mut bystander).await, "after");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_largest_values_a_config_may_hold_run() {
+    // Every ceiling at once: no timer or size computation overflows.
+    let s = Server::start(
+        r#"
+[server]
+max_message_size = 67108864
+outbound_queue = 65536
+outbound_queue_bytes = 1073741824
+handshake_timeout = "24h"
+write_timeout = "24h"
+shutdown_grace = "24h"
+drain_period = "24h"
+reconnect_jitter = "24h"
+[publish]
+max_body_size = 67108864
+[heartbeat.p]
+strategy = "protocol"
+ping_interval = "24h"
+ping_timeout = "24h"
+[heartbeat.j]
+strategy = "json-gzip"
+ping_interval = "24h"
+max_missed = 4294967295
+[[route]]
+path = "/p"
+heartbeat = "p"
+[[route]]
+path = "/j"
+heartbeat = "j"
+"#,
+    )
+    .await;
+    let (mut p, mut j) = (s.ws("/p").await, s.ws("/j").await);
+    assert_eq!(s.publish("/publish", "big limits").await.0, 200);
+    assert_eq!(recv_text(&mut p).await, "big limits");
+    assert_eq!(recv_text(&mut j).await, "big limits");
+    // Gone before the stop, which would otherwise wait up to the 24 h grace for them.
+    drop((p, j));
+    let deadline = Instant::now() + T;
+    while s.metric(r#"heartwire_connections_open{route="/p"}"#).await
+        + s.metric(r#"heartwire_connections_open{route="/j"}"#).await
+        > 0.0
+    {
+        assert!(Instant::now() < deadline, "clients never left");
+        tokio::task::yield_now().await;
+    }
+    s.stop().await;
 }

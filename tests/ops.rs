@@ -14,7 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{T, connect, http, recv_close, recv_text, send_text};
+use common::{T, connect, http, metric, recv_close, recv_text, send_text};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -164,17 +164,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
-}
-
-/// The value of the series written exactly as `series` (name and labels), or panics.
-fn metric(text: &str, series: &str) -> f64 {
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no series `{series}` in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// A unix datagram socket standing in for systemd's notify socket.

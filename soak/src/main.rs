@@ -215,7 +215,8 @@ struct ServerFigures {
     accepted: f64,
     open: f64,
     heartbeat_timeouts: f64,
-    queue_overflows: f64,
+    /// Slow-consumer actions in this round, by action (`heartwire_slow_consumers_total`).
+    slow_consumers: BTreeMap<&'static str, f64>,
     reloads_ok: f64,
     reloads_error: f64,
 }
@@ -276,12 +277,13 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
     );
     let rss0 = daemon.rss_kib()?;
     let fds0 = daemon.fds()?;
-    let (reloads0, alloc0) = match daemon.metrics().await? {
+    let (reloads0, alloc0, slow0) = match daemon.metrics().await? {
         Some(m) => (
             m.sum("heartwire_config_reloads_total", &["result=\"ok\""]),
             Some(Allocator::read(&m)),
+            slow_consumers(&m),
         ),
-        None => (0.0, None),
+        None => (0.0, None, BTreeMap::new()),
     };
     let stop_sampling = CancellationToken::new();
     let sampler = tokio::spawn(sample(daemon.clone(), stop_sampling.clone()));
@@ -434,7 +436,10 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         accepted: m.sum("heartwire_connections_accepted_total", &[]),
         open: m.sum("heartwire_connections_open", &[]),
         heartbeat_timeouts: m.sum("heartwire_heartbeat_timeouts_total", &[]),
-        queue_overflows: m.sum("heartwire_queue_overflows_total", &[]),
+        slow_consumers: slow_consumers(&m)
+            .into_iter()
+            .map(|(action, n)| (action, n - slow0.get(action).copied().unwrap_or(0.0)))
+            .collect(),
         reloads_ok: m.sum("heartwire_config_reloads_total", &["result=\"ok\""]),
         reloads_error: m.sum("heartwire_config_reloads_total", &["result=\"error\""]),
     });
@@ -477,6 +482,16 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         .sum();
     if kinds[&Kind::Stalled].clients + kinds[&Kind::Trickle].clients > 0 && slow_cut == 0 {
         failures.push("no slow client was cut off".into());
+    }
+    // Only the slow kinds may be cut off, so the daemon's count must be theirs exactly.
+    let counted = server
+        .as_ref()
+        .map(|f| f.slow_consumers.values().sum::<f64>() as u64);
+    if let Some(counted) = counted.filter(|&n| n != slow_cut) {
+        failures.push(format!(
+            "the daemon counted {counted} slow consumers (heartwire_slow_consumers_total), \
+             the clients saw {slow_cut} cut off"
+        ));
     }
     let mut closes = BTreeMap::new();
     let mut failure_count = failures.len() as u64;
@@ -523,6 +538,20 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
         server,
         timing,
     })
+}
+
+/// `heartwire_slow_consumers_total` summed over routes, by action.
+fn slow_consumers(m: &daemon::Metrics) -> BTreeMap<&'static str, f64> {
+    ["disconnect", "skip", "write_timeout"]
+        .into_iter()
+        .map(|action| {
+            let label = format!("action=\"{action}\"");
+            (
+                action,
+                m.sum("heartwire_slow_consumers_total", &[label.as_str()]),
+            )
+        })
+        .collect()
 }
 
 /// How many clients of each kind: each kind's share, the rest to `Feed`.

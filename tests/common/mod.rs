@@ -27,6 +27,8 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The admin listener: /healthz, /metrics, /connections.
+    pub admin: SocketAddr,
     pub config_tx: watch::Sender<Arc<Config>>,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<anyhow::Result<()>>,
@@ -51,11 +53,20 @@ impl Server {
     pub async fn start(toml: &str) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let (config_tx, config_rx) = watch::channel(Arc::new(parse(toml)));
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(heartwire::run(vec![listener], config_rx, shutdown.clone()));
+        let handle = tokio::spawn(heartwire::run_with(
+            vec![listener],
+            Some(admin_listener),
+            config_rx,
+            shutdown.clone(),
+            heartwire::ops::Ops::default(),
+        ));
         Server {
             addr,
+            admin,
             config_tx,
             shutdown,
             handle,
@@ -91,6 +102,13 @@ impl Server {
             body.as_bytes(),
         )
         .await
+    }
+
+    /// The value of one metric series, e.g. `heartwire_messages_dropped_total{route="/f"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (status, text) = http(self.admin, "GET", "/metrics", &[], b"").await;
+        assert_eq!(status, 200, "{text}");
+        metric(&text, series)
     }
 
     /// Cancels and waits for `run` to return.
@@ -158,6 +176,17 @@ pub async fn recv_close(ws: &mut Ws) -> CloseFrame {
 
 pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
+}
+
+/// The value of the series written exactly as `series` (name and labels), or panics.
+pub fn metric(text: &str, series: &str) -> f64 {
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no series `{series}` in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Minimal HTTP/1.1 client: one request per connection; returns status and body.
