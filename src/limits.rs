@@ -68,7 +68,12 @@ impl Slots {
         if max_per_ip != 0 && from_ip >= max_per_ip {
             return Err(Full::Ip);
         }
-        let open = claim(&self.open, max).ok_or(Full::Server)?;
+        let open = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| Full::Server)?;
         self.peak.fetch_max(open + 1, Ordering::AcqRel);
         per_ip.insert(ip, from_ip + 1);
         Ok(Slot {
@@ -109,10 +114,9 @@ impl Slots {
 /// listen queue meanwhile.
 #[derive(Debug, Default)]
 pub struct HttpSlots {
-    open: AtomicUsize,
+    /// The count itself, exported as `heartwire_http_connections`.
+    open: Gauge,
     freed: Notify,
-    /// `heartwire_http_connections`.
-    gauge: Gauge,
 }
 
 /// One HTTP connection's place, released on drop.
@@ -122,26 +126,29 @@ pub struct HttpSlot {
 
 impl Drop for HttpSlot {
     fn drop(&mut self) {
-        self.slots.open.fetch_sub(1, Ordering::AcqRel);
-        self.slots.gauge.dec();
+        self.slots.open.dec();
         self.slots.freed.notify_one();
     }
 }
 
 impl HttpSlots {
-    /// No connection yet; the count is mirrored in `gauge`.
-    pub fn new(gauge: Gauge) -> Self {
+    /// No connection yet; `open` is the metrics gauge that counts them.
+    pub fn new(open: Gauge) -> Self {
         Self {
-            open: AtomicUsize::new(0),
+            open,
             freed: Notify::new(),
-            gauge,
         }
     }
 
     /// Claims a place if fewer than `max` are open.
     pub fn try_claim(self: &Arc<Self>, max: usize) -> Option<HttpSlot> {
-        claim(&self.open, max)?;
-        self.gauge.inc();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.open
+            .inner()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
         Some(HttpSlot {
             slots: self.clone(),
         })
@@ -162,18 +169,9 @@ impl HttpSlots {
     }
 
     /// Open HTTP connections.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+    pub fn open(&self) -> i64 {
+        self.open.get()
     }
-}
-
-/// Adds one to `count` if it is below `max`; returns the count before.
-fn claim(count: &AtomicUsize, max: usize) -> Option<usize> {
-    count
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()
 }
 
 #[cfg(test)]
