@@ -94,10 +94,15 @@ pub(crate) mod tests {
     #[test]
     fn usage_tracks_allocations() {
         let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        // The figure is process-wide and other tests run on other threads, freeing as they
+        // go: a 64 MiB block must show, within 4 MiB of what the others may free meanwhile.
         let (before, _) = super::usage().unwrap();
-        let block = vec![1u8; 8 << 20];
+        let block = vec![1u8; 64 << 20];
         let (during, resident) = super::usage().unwrap();
-        assert!(during >= before + (8 << 20), "{before} -> {during}");
+        assert!(
+            during + (4 << 20) >= before + (64 << 20),
+            "{before} -> {during}"
+        );
         assert!(resident >= during / 2);
         drop(block);
     }
