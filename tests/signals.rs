@@ -81,7 +81,9 @@ impl Drop for Daemon {
 
 fn write_config(path: &std::path::Path, welcome: &str) {
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"3s\"\n[[route]]\npath = \"/a\"\nwelcome = {welcome}\n"
+        // The admin listener on port 0 too: its default, 9090, may be taken (say, by a
+        // `cargo run` of the shipped config on the same machine).
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"3s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[route]]\npath = \"/a\"\nwelcome = {welcome}\n"
     );
     std::fs::write(path, text).unwrap();
 }
