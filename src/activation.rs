@@ -3,9 +3,10 @@
 //! connection attempts on those sockets while the service restarts, so a restart refuses
 //! none. The admin listener is always bound by the daemon itself.
 
+use std::net::TcpListener;
+
 use anyhow::Context;
 use listenfd::ListenFd;
-use tokio::net::TcpListener;
 
 /// The sockets systemd passed, if any.
 pub struct Inherited(ListenFd);
@@ -27,8 +28,8 @@ impl Inherited {
         self.len() == 0
     }
 
-    /// Every passed socket as a listener. Each must be a listening TCP socket
-    /// (`ListenStream=` with an address, not a path). Needs a tokio runtime.
+    /// Every passed socket as a non-blocking listener, ready for tokio. Each must be a
+    /// listening TCP socket (`ListenStream=` with an address, not a path).
     pub fn into_listeners(mut self) -> anyhow::Result<Vec<TcpListener>> {
         let mut out = Vec::with_capacity(self.len());
         for i in 0..self.len() {
@@ -41,7 +42,7 @@ impl Inherited {
                 .with_context(|| format!("inherited socket {i} (LISTEN_FDS) was already taken"))?;
             std.set_nonblocking(true)
                 .with_context(|| format!("inherited socket {i}: cannot make it non-blocking"))?;
-            out.push(TcpListener::from_std(std).with_context(|| format!("inherited socket {i}"))?);
+            out.push(std);
         }
         Ok(out)
     }

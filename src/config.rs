@@ -304,6 +304,24 @@ fn default_content_type() -> String {
     "text/plain; charset=utf-8".into()
 }
 
+/// The public listener's addresses as served, for [`Config::check_exposure`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// Local addresses of the listening sockets.
+    pub addrs: Vec<SocketAddr>,
+    /// Where the sockets came from.
+    pub from: Listeners,
+}
+
+/// Where the public listener's sockets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listeners {
+    /// Bound by heartwire from `server.listen`.
+    Configured,
+    /// Passed by systemd (socket activation).
+    Inherited,
+}
+
 /// The TOML as written.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -671,18 +689,6 @@ impl Config {
             ));
         }
         let admin = admin(raw.admin, &invalid)?;
-        if let Some(open) = server.listen.iter().find(|a| !a.ip().is_loopback()) {
-            if publish.token.is_none() && !publish.allow_unauthenticated {
-                return Err(invalid(
-                    "publish.token",
-                    format!(
-                        "server.listen {open} is reachable from other machines, so anyone could publish: set publish.token_file (or token), or publish.allow_unauthenticated = true if a firewall or proxy guards {}",
-                        publish.path
-                    ),
-                ));
-            }
-        }
-
         let mut heartbeats = BTreeMap::new();
         for (name, raw) in raw.heartbeat {
             let policy = policy(&name, raw, &invalid)?;
@@ -751,7 +757,7 @@ impl Config {
             }
         }
 
-        Ok(Config {
+        let config = Config {
             source: source.to_owned(),
             server,
             log: raw.log,
@@ -760,6 +766,38 @@ impl Config {
             heartbeats,
             routes,
             statics: raw.statics,
+        };
+        config.check_exposure(&Served {
+            addrs: config.server.listen.clone(),
+            from: Listeners::Configured,
+        })?;
+        Ok(config)
+    }
+
+    /// Refuses a publish endpoint without a token on a listener reachable from other
+    /// machines. Checked against `server.listen` on load, and against the addresses actually
+    /// served (sockets inherited from systemd ignore `server.listen`) at start and reload.
+    pub fn check_exposure(&self, served: &Served) -> Result<(), ConfigError> {
+        let publish = &self.publish;
+        if publish.token.is_some() || publish.allow_unauthenticated {
+            return Ok(());
+        }
+        let Some(open) = served.addrs.iter().find(|a| !a.ip().is_loopback()) else {
+            return Ok(());
+        };
+        let what = match served.from {
+            Listeners::Configured => format!("server.listen {open}"),
+            Listeners::Inherited => format!(
+                "the socket {open} inherited from systemd (ListenStream= in heartwire.socket; server.listen is not used then)"
+            ),
+        };
+        Err(ConfigError::Invalid {
+            file: self.source.display().to_string(),
+            key: "publish.token".into(),
+            reason: format!(
+                "{what} is reachable from other machines, so anyone could publish: set publish.token_file (or token), or publish.allow_unauthenticated = true if a firewall or proxy guards {}",
+                publish.path
+            ),
         })
     }
 

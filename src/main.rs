@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use heartwire::activation::Inherited;
-use heartwire::config::{self, Config};
+use heartwire::config::{self, Config, Listeners, Served};
 use heartwire::ops::Ops;
 use heartwire::{logging, signals};
 
@@ -75,6 +75,31 @@ fn main() -> ExitCode {
     }
     // Before any thread starts (the log writer's, the runtime's): it unsets LISTEN_FDS.
     let inherited = Inherited::from_env();
+    let inherited = match inherited.into_listeners() {
+        Ok(list) => list,
+        Err(err) => {
+            eprintln!("heartwire: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // What is actually served decides the exposure rule: with socket activation that is
+    // the inherited sockets, whatever server.listen says.
+    let served = if inherited.is_empty() {
+        Served {
+            addrs: config.server.listen.clone(),
+            from: Listeners::Configured,
+        }
+    } else {
+        let addrs = inherited.iter().filter_map(|l| l.local_addr().ok());
+        Served {
+            addrs: addrs.collect(),
+            from: Listeners::Inherited,
+        }
+    };
+    if let Err(err) = config.check_exposure(&served) {
+        eprintln!("heartwire: refusing to serve: {err}");
+        return ExitCode::from(2);
+    }
     let logging = match logging::init(&config.log) {
         Ok(l) => l,
         Err(err) => {
@@ -93,7 +118,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, path, logging, inherited)) {
+    match runtime.block_on(serve(config, path, logging, inherited, served)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
@@ -107,7 +132,8 @@ async fn serve(
     config: Config,
     path: PathBuf,
     logging: logging::Logging,
-    inherited: Inherited,
+    inherited: Vec<std::net::TcpListener>,
+    served: Served,
 ) -> anyhow::Result<()> {
     let signals = signals::register().context("cannot install signal handlers")?;
     let handle = signals.handle();
@@ -119,7 +145,10 @@ async fn serve(
             sockets = inherited.len(),
             "socket activation: serving the inherited sockets; server.listen is not bound"
         );
-        listeners = inherited.into_listeners()?;
+        for (i, std) in inherited.into_iter().enumerate() {
+            listeners
+                .push(TcpListener::from_std(std).with_context(|| format!("inherited socket {i}"))?);
+        }
         &[]
     };
     for addr in bind {
@@ -151,6 +180,7 @@ async fn serve(
     let signal_task = tokio::spawn(signals::handle(
         signals,
         path,
+        served,
         config_tx,
         shutdown.clone(),
         on_reload,

@@ -14,11 +14,16 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Served};
 
-/// Reloads `path` into `config_tx`. Returns whether the new config was taken.
-pub fn reload(path: &Path, config_tx: &watch::Sender<Arc<Config>>) -> bool {
-    match config::load(path) {
+/// Reloads `path` into `config_tx`, holding it to the same rules as at start against the
+/// sockets actually `served`. Returns whether the new config was taken.
+pub fn reload(path: &Path, served: &Served, config_tx: &watch::Sender<Arc<Config>>) -> bool {
+    let next = config::load(path).and_then(|next| {
+        next.check_exposure(served)?;
+        Ok(next)
+    });
+    match next {
         Ok(next) => {
             config_tx.send_replace(Arc::new(next));
             true

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, Served};
 use crate::ops::Ops;
 use crate::reload;
 
@@ -24,6 +24,7 @@ pub fn register() -> std::io::Result<Signals> {
 pub async fn handle(
     mut signals: Signals,
     path: PathBuf,
+    served: Served,
     config_tx: watch::Sender<Arc<Config>>,
     shutdown: CancellationToken,
     on_reload: impl Fn(&Config),
@@ -40,7 +41,7 @@ pub async fn handle(
         if signal == SIGHUP {
             info!(file = %path.display(), "SIGHUP: reloading config");
             ops.reload_started();
-            let ok = reload::reload(&path, &config_tx);
+            let ok = reload::reload(&path, &served, &config_tx);
             if ok {
                 on_reload(&config_tx.borrow());
             }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::{T, connect, http, metric, recv_close, recv_text, send_text};
 use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartwire");
@@ -628,30 +629,30 @@ async fn drain_spreads_closes_over_the_period() {
     assert!(d.wait_exit().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn socket_activation_serves_the_inherited_listener() {
+/// `systemd-socket-activate` listening on `ip`:PORT, running heartwire on `toml` when the
+/// first connection arrives. Required in CI; elsewhere a missing tool skips, visibly.
+fn activated(ip: &str, toml: &str) -> Option<(Daemon, u16)> {
     let Ok(activate) = which("systemd-socket-activate") else {
-        println!(
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-socket-activate is not installed (Debian: apt-get install systemd)"
+        );
+        eprintln!(
             "SKIPPED: systemd-socket-activate is not installed (Debian: apt-get install systemd)"
         );
-        return;
+        return None;
     };
     // systemd-socket-activate cannot bind port 0: take a free port, release it, pass it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    let port = std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("heartwire.toml");
-    // server.listen names a port that is not served: the inherited socket is.
-    std::fs::write(
-        &config,
-        OPS_CONFIG.replace("127.0.0.1:0\"\ndrain", "127.0.0.1:1\"\ndrain"),
-    )
-    .unwrap();
+    std::fs::write(&config, toml).unwrap();
     let mut cmd = Command::new(activate);
-    cmd.arg(format!("--listen=127.0.0.1:{port}"))
+    cmd.arg(format!("--listen={ip}:{port}"))
         .arg(BIN)
         .arg("--config")
         .arg(&config);
@@ -659,6 +660,16 @@ async fn socket_activation_serves_the_inherited_listener() {
     d.wait_log("systemd-socket-activate listening", |v| {
         v.as_str().is_some_and(|l| l.starts_with("Listening on"))
     });
+    Some((d, port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_serves_the_inherited_listener() {
+    // server.listen names a port that is not served: the inherited socket is.
+    let toml = OPS_CONFIG.replace("127.0.0.1:0\"\ndrain", "127.0.0.1:1\"\ndrain");
+    let Some((mut d, port)) = activated("127.0.0.1", &toml) else {
+        return;
+    };
     // It starts the daemon on the first connection, which the kernel queues meanwhile:
     // this connect completes once the daemon has started and accepted it.
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -675,6 +686,65 @@ async fn socket_activation_serves_the_inherited_listener() {
     d.signal("TERM");
     assert_eq!(u16::from(recv_close(&mut ws).await.code), 1001);
     assert!(d.wait_exit().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inherited_public_socket_without_a_publish_token_is_refused() {
+    // server.listen is loopback, so the file alone passes `check`; the socket is not.
+    let Some((mut d, port)) = activated("0.0.0.0", OPS_CONFIG) else {
+        return;
+    };
+    // The first connection starts the daemon, which must refuse to serve it.
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = "GET /publish?msg=hello&channel=news HTTP/1.1\r\nHost: x\r\n\r\n";
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(T, stream.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "the daemon answered: {answer:?}");
+    let exit = d.wait_exit();
+    assert_eq!(exit.code(), Some(2), "{:#?}", d.log);
+    let why = d
+        .log
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|l| l.contains("refusing to serve"))
+        .unwrap_or_else(|| panic!("no refusal in {:#?}", d.log))
+        .to_owned();
+    for part in [
+        "publish.token",
+        "inherited from systemd",
+        "0.0.0.0",
+        "heartwire.toml",
+    ] {
+        assert!(why.contains(part), "{why}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_drop_the_token_of_an_inherited_public_socket() {
+    let with_token = format!("{OPS_CONFIG}[publish]\ntoken = \"s3cret\"\n");
+    let Some((mut d, port)) = activated("0.0.0.0", &with_token) else {
+        return;
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ws = connect(addr, "/news", None).await.unwrap();
+    send_text(&mut ws, "ping").await;
+    assert_eq!(recv_text(&mut ws).await, "ping");
+    // The same file without the token: valid on its own (server.listen is loopback).
+    std::fs::write(&d.config, OPS_CONFIG).unwrap();
+    d.signal("HUP");
+    let refused = d.wait_message("reload refused");
+    assert!(
+        message(&refused).contains("inherited from systemd"),
+        "{refused}"
+    );
+    let (status, _) = http(addr, "GET", "/publish?msg=x&channel=news", &[], b"").await;
+    assert_eq!(status, 401, "the token must still be required");
+    let auth = [("Authorization", "Bearer s3cret")];
+    let (status, _) = http(addr, "GET", "/publish?msg=hello&channel=news", &auth, b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(recv_text(&mut ws).await, "hello");
 }
 
 fn which(name: &str) -> Result<PathBuf, ()> {

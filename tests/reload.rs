@@ -125,7 +125,7 @@ async fn an_invalid_file_changes_nothing() {
     let s = Server::start("[[route]]\npath = \"/a\"\nwelcome = \"v1\"\n").await;
     let before = s.config_tx.borrow().clone();
     std::fs::write(&path, "[[route]]\npath = \"/a\"\nwelcome = 5\n").unwrap();
-    assert!(!reload::reload(&path, &s.config_tx));
+    assert!(!reload::reload(&path, &loopback(), &s.config_tx));
     assert!(Arc::ptr_eq(&before, &s.config_tx.borrow()));
     let mut ws = s.ws("/a").await;
     assert_eq!(recv_text(&mut ws).await, "v1");
@@ -134,7 +134,7 @@ async fn an_invalid_file_changes_nothing() {
         "[server]\nshutdown_grace = \"1s\"\n[[route]]\npath = \"/a\"\nwelcome = \"v2\"\n",
     )
     .unwrap();
-    assert!(reload::reload(&path, &s.config_tx));
+    assert!(reload::reload(&path, &loopback(), &s.config_tx));
     let mut ws2 = s.ws("/a").await;
     assert_eq!(recv_text(&mut ws2).await, "v2");
     // The first client is untouched.
@@ -186,6 +186,14 @@ async fn no_connection_or_message_is_lost_across_reloads_under_publish_traffic()
     s.stop().await;
 }
 
+/// What a daemon bound to `127.0.0.1` serves.
+fn loopback() -> config::Served {
+    config::Served {
+        addrs: vec!["127.0.0.1:8080".parse().unwrap()],
+        from: config::Listeners::Configured,
+    }
+}
+
 #[test]
 fn reload_reads_the_file_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,6 +201,6 @@ fn reload_reads_the_file_again() {
     std::fs::write(&path, "").unwrap();
     let (tx, _rx) = tokio::sync::watch::channel(Arc::new(config::load(&path).unwrap()));
     std::fs::write(&path, "[server]\nmax_connections = 3\n").unwrap();
-    assert!(reload::reload(&path, &tx));
+    assert!(reload::reload(&path, &loopback(), &tx));
     assert_eq!(tx.borrow().server.max_connections, 3);
 }
