@@ -3,39 +3,33 @@
 //! Clients connect to WebSocket routes; backends publish to them over HTTP; pluggable
 //! heartbeats find dead peers. One port serves HTTP and WebSocket upgrades.
 //!
-//! Reading order: [`config`] (what ops write) → [`server`] (accept, dispatch, shutdown;
-//! [`limits`]) → [`handshake`] → [`supervisor`] (one connection) → [`heartbeat`] (strategies) →
-//! [`hub`] / [`broker`] (fan-out) → [`publish`] ([`rate_limit`]). Operations: [`ops`]
-//! ([`metrics`], [`notify`]), [`admin`], [`drain`], [`activation`], [`vitals`],
-//! [`allocator`].
+//! The modules are layers; each imports only from the layers below it (checked by
+//! `scripts/check-layers`), and data flows from the top of this list to the bottom:
+//!
+//! - [`daemon`]: the daemon's life (start, follow config changes, shut down in order);
+//! - [`ops`]: what operators touch: signals, reload, admin listener, logging, systemd;
+//! - [`edge`]: HTTP on the public listener: accept, dispatch, handshake, publish, limits;
+//! - [`conn`]: one connection's supervisor: inbound, outbound batches, heartbeat, close;
+//! - [`fanout`]: routes, their connections and rings, the broker, the drain;
+//! - [`metrics`]: the counters every layer above pushes to;
+//! - [`config`]: the file, validated; [`heartbeat`]: policies and strategies;
+//! - leaves: [`wire`] (frames encoded once), [`http`] (responses), [`close`] (codes).
+//!
+//! See docs/architecture.md for the data flow and how to extend each layer.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod activation;
-pub mod admin;
-pub mod allocator;
-pub mod broker;
-pub mod close;
+mod close;
 pub mod config;
-pub mod drain;
-pub mod handshake;
+mod conn;
+mod daemon;
+mod edge;
+pub mod fanout;
 pub mod heartbeat;
-pub mod http;
-pub mod hub;
-pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod notify;
+mod http;
+mod metrics;
 pub mod ops;
-pub mod origin;
-pub mod publish;
-pub mod rate_limit;
-pub mod reload;
-pub mod server;
-pub mod signals;
-pub mod supervisor;
-pub mod vitals;
-pub mod wire;
+mod wire;
 
-pub use server::{run, run_with};
+pub use daemon::run_with;

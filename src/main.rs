@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use heartwire::activation::Inherited;
 use heartwire::config::{self, Config, Listeners, Served};
-use heartwire::ops::Ops;
-use heartwire::{logging, signals};
+use heartwire::fanout::MemoryBroker;
+use heartwire::ops::activation::Inherited;
+use heartwire::ops::{Ops, allocator, logging, signals};
 
 /// Where the config is read from when `--config` is not given and this exists.
 const SYSTEM_CONFIG: &str = "/etc/heartwire/heartwire.toml";
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(heartwire::allocator::on_park)
+        .on_thread_park(allocator::on_park)
         .build()
     {
         Ok(rt) => rt,
@@ -186,7 +186,9 @@ async fn serve(
         on_reload,
         ops.clone(),
     ));
-    let result = heartwire::run_with(listeners, admin, config_rx, shutdown.clone(), ops).await;
+    let broker = Arc::new(MemoryBroker::default());
+    let result =
+        heartwire::run_with(listeners, admin, config_rx, shutdown.clone(), ops, broker).await;
     shutdown.cancel();
     handle.close();
     let _ = signal_task.await;

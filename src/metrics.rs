@@ -17,7 +17,6 @@ use prometheus_client::registry::Registry;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::heartbeat::Strategy;
-use crate::hub::Hub;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -34,17 +33,6 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// Classifies a handshake answer by the status [`crate::handshake`] refuses with;
-    /// `None` for 101 (accepted) and 404 (route removed while connecting).
-    pub fn of(status: hyper::StatusCode) -> Option<Self> {
-        match status.as_u16() {
-            403 => Some(Self::Origin),
-            503 => Some(Self::Limit),
-            400 | 405 | 426 => Some(Self::BadHandshake),
-            _ => None,
-        }
-    }
-
     fn as_str(self) -> &'static str {
         match self {
             Self::Origin => "origin",
@@ -319,32 +307,35 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Renders every family, refreshing the live gauges from `hub` first.
-    pub fn render(&self, hub: &Hub) -> String {
-        // Cleared first so a removed route's series disappears instead of sticking at its last value.
-        self.connections_open.clear();
-        let routes = hub.routes();
-        for route in &routes {
-            self.connections_open
-                .get_or_create(&RouteLabel {
-                    route: route.path.clone(),
-                })
-                .set(i64::try_from(route.len()).unwrap_or(i64::MAX));
-        }
-        self.routes
-            .set(i64::try_from(routes.len()).unwrap_or(i64::MAX));
-        if let Some((allocated, resident)) = crate::allocator::usage() {
-            self.allocated
-                .set(i64::try_from(allocated).unwrap_or(i64::MAX));
-            self.resident
-                .set(i64::try_from(resident).unwrap_or(i64::MAX));
-        }
+    /// Renders every family.
+    pub fn render(&self) -> String {
         let mut out = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             // Writing to a String fails only if an encoder does; say so in the scrape.
             out = format!("# encoding failed: {err}\n# EOF\n");
         }
         out
+    }
+
+    /// The allocator's figures, set by whoever renders (they are read, not counted).
+    pub fn set_allocator(&self, allocated: u64, resident: u64) {
+        self.allocated
+            .set(i64::try_from(allocated).unwrap_or(i64::MAX));
+        self.resident
+            .set(i64::try_from(resident).unwrap_or(i64::MAX));
+    }
+
+    /// The number of routes served now.
+    pub fn set_routes(&self, n: usize) {
+        self.routes.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A route is no longer served: its open-connections series goes (its last clients
+    /// count down on the handle they hold, no longer exported).
+    pub fn route_removed(&self, route: &str) {
+        self.connections_open.remove(&RouteLabel {
+            route: route.to_owned(),
+        });
     }
 
     /// The counters a connection on `route` updates, resolved once.
@@ -365,6 +356,8 @@ impl Metrics {
             })
         };
         RouteCounters {
+            open: self.connections_open.get_or_create_owned(&label),
+            accepted: self.accepted.get_or_create_owned(&label),
             sent_text: kind(&self.sent, "text"),
             sent_binary: kind(&self.sent, "binary"),
             received_text: kind(&self.received, "text"),
@@ -393,15 +386,6 @@ impl Metrics {
         }
     }
 
-    /// A handshake on `route` succeeded.
-    pub fn accepted(&self, route: &str) {
-        self.accepted
-            .get_or_create(&RouteLabel {
-                route: route.to_owned(),
-            })
-            .inc();
-    }
-
     /// A handshake was refused.
     pub fn rejected(&self, why: Rejection) {
         self.rejected
@@ -411,7 +395,7 @@ impl Metrics {
             .inc();
     }
 
-    /// The gauge of open HTTP connections, for [`crate::limits::HttpSlots`] to keep.
+    /// The gauge of open HTTP connections, for `HttpSlots` (edge limits) to keep.
     pub fn http_gauge(&self) -> Gauge {
         self.http_open.clone()
     }
@@ -461,6 +445,8 @@ impl Metrics {
 /// One route's counters, as a connection holds them.
 #[derive(Debug, Clone, Default)]
 pub struct RouteCounters {
+    open: Gauge,
+    accepted: Counter,
     sent_text: Counter,
     sent_binary: Counter,
     received_text: Counter,
@@ -473,6 +459,17 @@ pub struct RouteCounters {
 }
 
 impl RouteCounters {
+    /// A connection was accepted and is open.
+    pub fn opened(&self) {
+        self.accepted.inc();
+        self.open.inc();
+    }
+
+    /// A connection closed.
+    pub fn closed(&self) {
+        self.open.dec();
+    }
+
     /// A data message is being written.
     pub fn sent(&self, msg: &Message) {
         match msg {
@@ -552,17 +549,16 @@ mod tests {
     #[test]
     fn renders_families_with_their_labels() {
         let m = Metrics::new();
-        let hub = Hub::default();
-        m.accepted("/ws");
         m.rejected(Rejection::Origin);
         m.published(200);
         m.reloaded(false);
         let c = m.route("/ws");
+        c.opened();
         c.sent(&Message::text("hello"));
         let p = m.policy("app", Strategy::JsonGzip);
         p.ping();
         p.pong(Duration::from_millis(3));
-        let text = m.render(&hub);
+        let text = m.render();
         for line in [
             "heartwire_build_info{version=\"",
             "heartwire_connections_accepted_total{route=\"/ws\"} 1",
@@ -574,6 +570,7 @@ mod tests {
             "heartwire_bytes_out_total{route=\"/ws\"} 5",
             "heartwire_heartbeat_pings_sent_total{policy=\"app\",strategy=\"json-gzip\"} 1",
             "heartwire_heartbeat_rtt_seconds_count{policy=\"app\"} 1",
+            "heartwire_connections_open{route=\"/ws\"} 1",
             "heartwire_routes 0",
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");

@@ -88,8 +88,10 @@ fn the_everything_fixture_means_what_it_says() {
         let f = c.route("/f").unwrap();
         assert_eq!(f.channel, "chan:1");
         assert_eq!(
-            c.heartbeats["f"].liveness,
-            heartwire::heartbeat::Liveness::Timeout(std::time::Duration::from_millis(300))
+            c.heartbeats["f"].map(|p| p.liveness()),
+            Some(heartwire::heartbeat::Liveness::Timeout(
+                std::time::Duration::from_millis(300)
+            ))
         );
         Ok(())
     });

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use heartwire::{config, reload};
+use heartwire::config;
+use heartwire::ops::reload;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -1,7 +1,7 @@
 //! Origin patterns and matching on arbitrary input: pattern, origin and host split on NUL.
 #![no_main]
 
-use heartwire::origin::{OriginPattern, Origins};
+use heartwire::config::origin::{OriginPattern, Origins};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &str| {

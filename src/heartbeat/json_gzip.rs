@@ -5,7 +5,6 @@
 //! which cannot send Ping frames, may itself send `{"ping": X}` and gets `{"pong": X}`.
 
 use std::io::{Read, Write};
-use std::num::NonZeroU32;
 
 use bytes::Bytes;
 use flate2::Compression;
@@ -14,24 +13,15 @@ use flate2::write::GzEncoder;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Heartbeat, Inbound, Liveness, Strategy};
+use super::strategy::{Heartbeat, Inbound};
 
 /// Largest heartbeat JSON considered, compressed or not. A pong is about 25 bytes;
 /// anything bigger is ordinary traffic, and a gzip bomb stops inflating here.
 pub const MAX_BEAT_JSON: usize = 256;
 
-/// gzip JSON pings; a peer is dead after `max_missed` unanswered pings.
-#[derive(Debug)]
-pub struct JsonGzip {
-    max_missed: NonZeroU32,
-}
-
-impl JsonGzip {
-    /// A strategy closing after `max_missed` unanswered pings.
-    pub fn new(max_missed: NonZeroU32) -> Self {
-        Self { max_missed }
-    }
-}
+/// gzip JSON pings and pongs (the rule for a dead peer is the policy's `max_missed`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonGzip;
 
 /// gzip of `{"ping": token}`, as the seed's `gzip.compress(json.dumps(...))`.
 pub fn encode_ping(token: u64) -> Vec<u8> {
@@ -96,14 +86,6 @@ impl Heartbeat for JsonGzip {
             _ => Inbound::Pass,
         }
     }
-
-    fn liveness(&self) -> Liveness {
-        Liveness::MaxMissed(self.max_missed)
-    }
-
-    fn strategy(&self) -> Strategy {
-        Strategy::JsonGzip
-    }
 }
 
 #[cfg(test)]
@@ -112,7 +94,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn strategy() -> JsonGzip {
-        JsonGzip::new(NonZeroU32::MIN)
+        JsonGzip
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Liveness;
+use super::policy::Liveness;
 
 /// Pings remembered for matching pongs: the current one and the one before, so a
 /// pong that crosses the next ping on the wire still counts.
@@ -33,7 +33,6 @@ impl PeerBeat {
     /// A tick came: send the ping, or declare the peer dead.
     pub fn on_tick(&mut self, rule: Liveness, token: u64, now: Instant) -> TickAction {
         match rule {
-            Liveness::Never => return TickAction::Send,
             Liveness::MaxMissed(max) if self.missed >= max.get() => {
                 return TickAction::Dead {
                     missed: self.missed,

@@ -4,28 +4,18 @@
 //! `round(time.time()*1000).to_bytes(13, 'big')`); the peer echoes it in its Pong, which
 //! gives the round-trip time.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Heartbeat, Inbound, Liveness, Strategy};
+use super::strategy::{Heartbeat, Inbound};
 
 /// Length of the timestamp payload.
 pub const PAYLOAD_LEN: usize = 13;
 
-/// Ping frames; a peer silent for `timeout` after a ping is dead.
-#[derive(Debug)]
-pub struct ProtocolPing {
-    timeout: Duration,
-}
-
-impl ProtocolPing {
-    /// A strategy with this ping timeout.
-    pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
-    }
-}
+/// Ping frames with a timestamp, answered by Pongs (the rule for a dead peer is the
+/// policy's `ping_timeout`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProtocolPing;
 
 /// Encodes `ms` as 13 big-endian bytes.
 pub fn encode(ms: u64) -> [u8; PAYLOAD_LEN] {
@@ -55,14 +45,6 @@ impl Heartbeat for ProtocolPing {
             _ => Inbound::Pass,
         }
     }
-
-    fn liveness(&self) -> Liveness {
-        Liveness::Timeout(self.timeout)
-    }
-
-    fn strategy(&self) -> Strategy {
-        Strategy::Protocol
-    }
 }
 
 #[cfg(test)]
@@ -77,7 +59,7 @@ mod tests {
         // Python: (1492420473027).to_bytes(13, 'big')
         assert_eq!(&bytes[..5], &[0; 5]);
         assert_eq!(decode(&bytes), Some(ms));
-        let p = ProtocolPing::new(Duration::from_secs(1));
+        let p = ProtocolPing;
         let Message::Ping(payload) = p.ping(ms) else {
             panic!("not a ping")
         };
@@ -86,7 +68,7 @@ mod tests {
 
     #[test]
     fn other_payloads_are_liveness_without_a_token() {
-        let p = ProtocolPing::new(Duration::from_secs(1));
+        let p = ProtocolPing;
         for payload in [&b""[..], b"hello", &[1u8; 13]] {
             assert_eq!(
                 p.inspect(&Message::Pong(Bytes::copy_from_slice(payload))),

@@ -7,14 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::{self, Instant, MissedTickBehavior};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::{Heartbeat, now_millis};
-use crate::config::Policy;
+use super::policy::Policy;
+use super::strategy::{Heartbeat, now_millis};
 use crate::wire::WireFrame;
 
 /// One tick's ping, shared by every connection of the policy.
@@ -26,75 +25,93 @@ pub struct Ping {
     pub frame: WireFrame,
 }
 
-/// What a route's connections watch: the current policy and, on a tick, its ping.
+/// A route's heartbeat policy in force: its name, its rules and its strategy object.
+#[derive(Debug)]
+pub struct Active {
+    /// The policy's name (`[heartbeat.NAME]`).
+    pub name: Arc<str>,
+    /// Interval and liveness rule.
+    pub policy: Policy,
+    /// Builds pings, reads answers.
+    pub heartbeat: Arc<dyn Heartbeat>,
+}
+
+/// What a route's connections watch. A connection re-reads `policy` only when
+/// `generation` moves; a tick changes nothing but `ping`.
 #[derive(Debug, Clone, Default)]
 pub struct Pulse {
-    /// The policy's name and strategy; `None` when the route has no heartbeat.
-    pub policy: Option<(Arc<str>, Arc<dyn Heartbeat>)>,
-    /// Set on a tick; `None` when the policy itself changed.
+    /// Bumped each time the route's policy changes (set, edited, switched, removed).
+    pub generation: u64,
+    /// The policy in force; `None` when the route has no heartbeat.
+    pub policy: Option<Arc<Active>>,
+    /// The latest tick's ping.
     pub ping: Option<Ping>,
 }
 
-/// A route's name and the sender its connections' pulses come from.
-pub type RoutePulse = (String, watch::Sender<Pulse>);
+/// A route's pulse sender and the policy it should follow (name and rules), if any.
+pub type RoutePulse = (watch::Sender<Pulse>, Option<(String, Policy)>);
 
-/// Called once per tick per policy (metrics: pings built).
-pub type OnTick = Arc<dyn Fn(&Policy) + Send + Sync>;
+/// Called once per tick per policy with its name (metrics: pings built).
+pub type OnTick = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// The running tickers, keyed by policy, each with the routes' senders it feeds.
+/// The running tickers, keyed by policy name.
 #[derive(Default)]
 pub struct Schedule {
     running: BTreeMap<String, Running>,
 }
 
 struct Running {
-    policy: Policy,
-    routes: Vec<String>,
+    active: Arc<Active>,
+    /// Its routes' senders, to notice a route joining or leaving.
+    routes: Vec<watch::Sender<Pulse>>,
     _task: AbortOnDropHandle<()>,
 }
 
 impl Schedule {
-    /// Makes the running tickers match `wanted` (policy → routes' pulse senders).
-    /// A ticker whose policy and routes are unchanged keeps its phase; others restart,
-    /// and their routes learn the new policy at once (their connections from the next tick).
-    pub fn apply(&mut self, wanted: Vec<(Policy, Vec<RoutePulse>)>, on_tick: OnTick) {
+    /// Makes every route follow its wanted policy and the tickers match. A ticker whose
+    /// policy and routes are unchanged keeps its phase; others restart.
+    pub fn apply(&mut self, routes: Vec<RoutePulse>, on_tick: OnTick) {
+        // One Active per policy name: the running one while its rules are unchanged.
+        let mut actives: BTreeMap<String, (Arc<Active>, Vec<watch::Sender<Pulse>>)> =
+            BTreeMap::new();
+        for (tx, wanted) in routes {
+            let active = wanted.map(|(name, policy)| {
+                let running = self.running.get(&name).map(|r| r.active.clone());
+                let (active, senders) = actives.entry(name).or_insert_with_key(|name| {
+                    let active = running.filter(|a| a.policy == policy).unwrap_or_else(|| {
+                        Arc::new(Active {
+                            name: Arc::from(name.as_str()),
+                            policy,
+                            heartbeat: policy.build(),
+                        })
+                    });
+                    (active, Vec::new())
+                });
+                senders.push(tx.clone());
+                active.clone()
+            });
+            follow(&tx, active);
+        }
         let mut next = BTreeMap::new();
-        for (policy, routes) in wanted {
-            let names: Vec<String> = routes.iter().map(|(n, _)| n.clone()).collect();
-            if let Some(old) = self.running.remove(&policy.name) {
-                if old.policy == policy && old.routes == names {
-                    next.insert(policy.name.clone(), old);
+        for (name, (active, senders)) in actives {
+            if let Some(old) = self.running.remove(&name) {
+                let same_routes = old.routes.len() == senders.len()
+                    && old
+                        .routes
+                        .iter()
+                        .zip(&senders)
+                        .all(|(a, b)| a.same_channel(b));
+                if Arc::ptr_eq(&old.active, &active) && same_routes {
+                    next.insert(name, old);
                     continue;
                 }
             }
-            let Some(heartbeat) = policy.build() else {
-                for (_, tx) in &routes {
-                    tx.send_replace(Pulse::default());
-                }
-                continue;
-            };
-            let name: Arc<str> = Arc::from(policy.name.as_str());
-            let senders: Vec<watch::Sender<Pulse>> = routes.into_iter().map(|(_, tx)| tx).collect();
-            for tx in &senders {
-                tx.send_replace(Pulse {
-                    policy: Some((name.clone(), heartbeat.clone())),
-                    ping: None,
-                });
-            }
-            let period = policy.ping_interval.unwrap_or(Duration::MAX);
-            let task = tokio::spawn(tick(
-                policy.clone(),
-                name,
-                heartbeat,
-                senders,
-                period,
-                on_tick.clone(),
-            ));
+            let task = tokio::spawn(tick(active.clone(), senders.clone(), on_tick.clone()));
             next.insert(
-                policy.name.clone(),
+                name,
                 Running {
-                    policy,
-                    routes: names,
+                    active,
+                    routes: senders,
                     _task: AbortOnDropHandle::new(task),
                 },
             );
@@ -104,14 +121,28 @@ impl Schedule {
     }
 }
 
-async fn tick(
-    policy: Policy,
-    name: Arc<str>,
-    heartbeat: Arc<dyn Heartbeat>,
-    routes: Vec<watch::Sender<Pulse>>,
-    period: Duration,
-    on_tick: OnTick,
-) {
+/// Points a route's pulse at `active`. This is the one place that decides whether a
+/// route's policy changed (name or rules): only then does its generation move, and its
+/// connections reset their books and learn the new policy.
+fn follow(tx: &watch::Sender<Pulse>, active: Option<Arc<Active>>) {
+    tx.send_if_modified(|pulse| {
+        let same = match (&pulse.policy, &active) {
+            (None, None) => true,
+            (Some(now), Some(next)) => now.name == next.name && now.policy == next.policy,
+            _ => false,
+        };
+        if !same {
+            pulse.generation += 1;
+            pulse.ping = None;
+        }
+        // The same rules under a new `Arc` need no wake-up; ticks match on this one.
+        pulse.policy = active;
+        !same
+    });
+}
+
+async fn tick(active: Arc<Active>, routes: Vec<watch::Sender<Pulse>>, on_tick: OnTick) {
+    let period = active.policy.interval();
     let mut interval = time::interval_at(Instant::now() + period, period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last = 0;
@@ -122,13 +153,18 @@ async fn tick(
         last = token;
         let ping = Ping {
             token,
-            frame: WireFrame::new(heartbeat.ping(token)),
+            frame: WireFrame::new(active.heartbeat.ping(token)),
         };
-        on_tick(&policy);
+        on_tick(&active.name);
         for tx in &routes {
-            tx.send_replace(Pulse {
-                policy: Some((name.clone(), heartbeat.clone())),
-                ping: Some(ping.clone()),
+            // Only while the route still follows this policy: a reload may have moved it on
+            // while this tick was being built.
+            tx.send_if_modified(|pulse| match &pulse.policy {
+                Some(now) if Arc::ptr_eq(now, &active) => {
+                    pulse.ping = Some(ping.clone());
+                    true
+                }
+                _ => false,
             });
         }
     }

@@ -63,6 +63,7 @@ impl Server {
             config_rx,
             shutdown.clone(),
             heartwire::ops::Ops::default(),
+            Arc::new(heartwire::fanout::MemoryBroker::default()),
         ));
         Server {
             addr,

@@ -14,14 +14,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::broker::Broker;
+use super::rate_limit::RateLimit;
 use crate::config::{PublishConfig, check_channel};
+use crate::fanout::{Broker, BrokerError, DeliveryError, Receipt, Target};
 use crate::http::{self, Body, Refusal};
-use crate::hub::{DeliveryError, Target};
-use crate::rate_limit::RateLimit;
 
 /// Handles one publish request.
-pub async fn handle(
+pub(super) async fn handle(
     broker: &dyn Broker,
     config: &PublishConfig,
     limit: &RateLimit,
@@ -29,7 +28,10 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     match publish(broker, config, limit, body_timeout, req).await {
-        Ok(queued) => http::json(StatusCode::OK, &serde_json::json!({ "queued": queued })),
+        Ok(receipt) => http::json(
+            StatusCode::OK,
+            &serde_json::json!({ "queued": receipt.queued }),
+        ),
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -40,7 +42,7 @@ async fn publish(
     limit: &RateLimit,
     body_timeout: Duration,
     req: Request<Incoming>,
-) -> Result<usize, Refusal> {
+) -> Result<Receipt, Refusal> {
     authorize(config, req.headers())?;
     // After the token check, so strangers cannot spend the publishers' budget.
     throttle(config, limit)?;
@@ -85,9 +87,17 @@ async fn publish(
             .with_header(header::ALLOW, HeaderValue::from_static("GET, POST")));
         }
     };
-    broker.publish(&target, message).map_err(|err| match err {
-        DeliveryError::UnknownChannel(_) => Refusal::new(StatusCode::NOT_FOUND, err.to_string()),
-    })
+    broker
+        .publish(&target, message)
+        .await
+        .map_err(|err| match err {
+            BrokerError::Delivery(DeliveryError::UnknownChannel(_)) => {
+                Refusal::new(StatusCode::NOT_FOUND, err.to_string())
+            }
+            BrokerError::NotRunning => {
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+            }
+        })
 }
 
 fn authorize(config: &PublishConfig, headers: &hyper::HeaderMap) -> Result<(), Refusal> {

@@ -10,9 +10,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::{Ops, reload};
 use crate::config::{Config, Served};
-use crate::ops::Ops;
-use crate::reload;
 
 /// Registers the handlers. Call before serving, so no signal is missed.
 pub fn register() -> std::io::Result<Signals> {

@@ -47,11 +47,6 @@ impl Notifier {
         }
     }
 
-    /// Whether a service manager is listening.
-    pub fn is_enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
     /// `READY=1` with a status line.
     pub fn ready(&self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
@@ -77,11 +72,6 @@ impl Notifier {
     /// `STOPPING=1` with a status line.
     pub fn stopping(&self, status: &str) {
         self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
-    }
-
-    /// The watchdog ping interval: half of `WATCHDOG_USEC`.
-    pub fn watchdog_every(&self) -> Option<Duration> {
-        self.inner.as_ref()?.watchdog.map(|d| d / 2)
     }
 
     /// Sends `STATUS=status()` whenever it changes (checked every [`STATUS_EVERY`] and

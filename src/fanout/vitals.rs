@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::heartbeat::{Heartbeat, Strategy};
+use crate::heartbeat::{Active, Strategy};
 use crate::metrics::{Metrics, PolicyCounters, RouteCounters};
 
 /// `last_rtt_us` before any pong.
 const NO_RTT: u64 = u64::MAX;
 
-/// Live figures of one connection. Created at its handshake, carried by [`crate::hub::Conn`].
+/// Live figures of one connection. Created at its handshake, carried by [`super::Conn`].
 pub struct Vitals {
     counters: Arc<RouteCounters>,
     metrics: Option<Arc<Metrics>>,
@@ -84,21 +84,15 @@ impl Vitals {
         &self.counters
     }
 
-    /// The connection follows `policy` now (call on every pulse change; cheap when unchanged).
-    pub fn follow(&self, policy: Option<&(Arc<str>, Arc<dyn Heartbeat>)>) {
-        let mut current = lock(&self.policy);
-        let same = match (current.as_ref(), policy) {
-            (Some(f), Some((name, h))) => Arc::ptr_eq(&f.name, name) && f.strategy == h.strategy(),
-            (None, None) => true,
-            _ => false,
-        };
-        if same {
-            return;
-        }
-        *current = policy.map(|(name, h)| Following {
-            name: name.clone(),
-            strategy: h.strategy(),
-            counters: self.metrics.as_ref().map(|m| m.policy(name, h.strategy())),
+    /// The connection follows `policy` now (called when its route's policy changes).
+    pub fn follow(&self, policy: Option<&Active>) {
+        *lock(&self.policy) = policy.map(|a| Following {
+            name: a.name.clone(),
+            strategy: a.policy.strategy(),
+            counters: self
+                .metrics
+                .as_ref()
+                .map(|m| m.policy(&a.name, a.policy.strategy())),
         });
     }
 
@@ -181,15 +175,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heartbeat::ProtocolPing;
+    use crate::heartbeat::{Policy, ProtocolPing};
 
     #[test]
     fn follows_policies_and_keeps_figures() {
         let metrics = Arc::new(Metrics::new());
         let v = Vitals::new(&metrics, Arc::new(metrics.route("/ws")));
         assert_eq!(v.snapshot().policy, None);
-        let h: Arc<dyn Heartbeat> = Arc::new(ProtocolPing::new(Duration::from_secs(1)));
-        let p = (Arc::<str>::from("frames"), h);
+        let p = Active {
+            name: Arc::from("frames"),
+            policy: Policy::Protocol {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(3),
+            },
+            heartbeat: Arc::new(ProtocolPing),
+        };
         v.follow(Some(&p));
         v.ping_sent(&Message::Ping(vec![0; 13].into()), 1);
         v.pong(Some(Duration::from_millis(4)), 0);

@@ -85,11 +85,11 @@ pub fn usage() -> Option<(u64, u64)> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::sync::Mutex;
 
     /// Tests reading the process-wide figures or counting trims run one at a time.
-    pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
+    static SERIAL: Mutex<()> = Mutex::new(());
 
     #[test]
     fn usage_tracks_allocations() {

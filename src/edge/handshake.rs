@@ -19,87 +19,113 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{Instrument, debug, debug_span, error};
 
-use crate::config::{Config, RouteConfig};
-use crate::http::{self, Body};
-use crate::hub::{Feeds, Registration};
-use crate::limits::{Full, Slot};
-use crate::metrics::Metrics;
-use crate::server::State;
-use crate::supervisor::{self, Session};
+use super::limits::{Full, Slot};
+use super::state::Edge;
+use crate::config::Config;
+use crate::conn::{self, Session};
+use crate::fanout::{Feeds, Registration, Route};
+use crate::http::{Body, Refusal};
+use crate::metrics::{Metrics, Rejection};
 
 /// The only WebSocket version there is (RFC 6455).
 const VERSION: &str = "13";
 
-/// Answers an HTTP request for a WebSocket route.
-pub fn upgrade(
-    state: &Arc<State>,
+/// A refused handshake: the answer, and why (for metrics).
+pub(super) struct Refused {
+    /// The reason, as counted.
+    pub why: Rejection,
+    /// The answer the client gets.
+    pub refusal: Refusal,
+}
+
+fn refuse<T>(why: Rejection, refusal: Refusal) -> Result<T, Refused> {
+    Err(Refused { why, refusal })
+}
+
+/// Answers an HTTP request for the WebSocket route `live`: 101 and a connection task,
+/// or a refusal saying how to fix the request.
+pub(super) fn upgrade(
+    edge: &Arc<Edge>,
     config: &Config,
-    route: &Arc<RouteConfig>,
+    live: &Arc<Route>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Response<Body> {
+) -> Result<Response<Body>, Refused> {
+    let route = live.settings();
     let headers = req.headers();
     if req.method() != Method::GET {
-        return http::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!(
-                "{} is a WebSocket endpoint: open it with GET and Upgrade: websocket",
-                route.path
+        return refuse(
+            Rejection::BadHandshake,
+            Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{} is a WebSocket endpoint: open it with GET and Upgrade: websocket",
+                    route.path
+                ),
             ),
         );
     }
     if !has_token(headers, header::CONNECTION, "upgrade")
         || !has_token(headers, header::UPGRADE, "websocket")
     {
-        let mut res = http::error(
-            StatusCode::UPGRADE_REQUIRED,
-            format!(
-                "{} is a WebSocket endpoint: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket)",
-                route.path
-            ),
+        return refuse(
+            Rejection::BadHandshake,
+            Refusal::new(
+                StatusCode::UPGRADE_REQUIRED,
+                format!(
+                    "{} is a WebSocket endpoint: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket)",
+                    route.path
+                ),
+            )
+            .with_header(header::UPGRADE, HeaderValue::from_static("websocket")),
         );
-        res.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return res;
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(|v| v.as_bytes())
         != Some(VERSION.as_bytes())
     {
-        let mut res = http::error(
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported Sec-WebSocket-Version: this server speaks version 13 (RFC 6455)",
+        return refuse(
+            Rejection::BadHandshake,
+            Refusal::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported Sec-WebSocket-Version: this server speaks version 13 (RFC 6455)",
+            )
+            .with_header(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static(VERSION),
+            ),
         );
-        res.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static(VERSION),
-        );
-        return res;
     }
     let Some(key) = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|k| k.len() == 24)
     else {
-        return http::error(
-            StatusCode::BAD_REQUEST,
-            "missing or malformed Sec-WebSocket-Key (24 base64 characters)",
+        return refuse(
+            Rejection::BadHandshake,
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "missing or malformed Sec-WebSocket-Key (24 base64 characters)",
+            ),
         );
     };
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !route.origins.allows(origin, host) {
-        return http::error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "origin `{}` may not connect to {}: add it to `origins` of this [[route]]",
-                origin.unwrap_or_default(),
-                route.path
+        return refuse(
+            Rejection::Origin,
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "origin `{}` may not connect to {}: add it to `origins` of this [[route]]",
+                    origin.unwrap_or_default(),
+                    route.path
+                ),
             ),
         );
     }
     let server = &config.server;
-    let slot = match state.slots.try_claim(
+    let slot = match edge.slots.try_claim(
         peer.ip(),
         server.max_connections,
         server.max_connections_per_ip,
@@ -117,14 +143,12 @@ pub fn upgrade(
                     server.max_connections_per_ip
                 ),
             };
-            let mut res = http::error(StatusCode::SERVICE_UNAVAILABLE, reason);
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return res;
+            return refuse(
+                Rejection::Limit,
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
+            );
         }
-    };
-    let Some(live) = state.hub.route(&route.path) else {
-        return http::error(StatusCode::NOT_FOUND, format!("no route at {}", route.path));
     };
 
     let accept = derive_accept_key(key.as_bytes());
@@ -145,16 +169,16 @@ pub fn upgrade(
         );
     // Subscribe now, before the client can see its 101: a publish it triggers must reach it.
     let feeds = live.feeds();
-    let (conn, registration) = state.hub.register(&live, peer);
+    let (conn, registration) = edge.hub.register(live, peer);
     let session = Session {
         conn,
-        route: live,
+        route: live.clone(),
         settings: route.clone(),
-        broker: state.broker.clone(),
+        broker: edge.broker.clone(),
         write_timeout: config.server.write_timeout,
         max_behind_bytes: u64::try_from(config.server.outbound_queue_bytes).unwrap_or(u64::MAX),
         close_grace: config.server.shutdown_grace,
-        shutdown: state.shutdown.clone(),
+        shutdown: edge.shutdown.clone(),
     };
     let span = debug_span!("conn", id = session.conn.id, %peer, route = %route.path);
     let opening = Box::new(Opening {
@@ -163,9 +187,8 @@ pub fn upgrade(
         session,
         feeds,
     });
-    let metrics = state.hub.metrics().clone();
-    state
-        .tracker
+    let metrics = edge.metrics.clone();
+    edge.tracker
         .spawn(connection(opening, slot, registration, metrics).instrument(span));
 
     let mut res = Response::new(Body::default());
@@ -176,7 +199,7 @@ pub fn upgrade(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    res
+    Ok(res)
 }
 
 /// What a connection's task needs only until its WebSocket is open. Boxed and consumed
@@ -224,7 +247,7 @@ fn connection(
         // A bug in one connection must not take others down: contain and report it.
         // Boxed once: a large future moved into the wrapper would otherwise take its
         // space twice in every connection's task.
-        match contained(Box::pin(supervisor::supervise(ws, session, feeds))).await {
+        match contained(Box::pin(conn::supervise(ws, session, feeds))).await {
             Ok(ended) => debug!(code = ended.code, reason = %ended.reason, "closed"),
             Err(panic) => {
                 metrics.panicked();

@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use super::{Ops, allocator};
+use crate::fanout::Hub;
 use crate::http::{self, Body};
-use crate::hub::Hub;
-use crate::ops::Ops;
+use crate::metrics::{self, Metrics};
 
 /// How long an admin client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,8 +111,8 @@ pub fn respond(admin: &Admin, req: &Request<Incoming>) -> Response<Body> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" => http::text(
             StatusCode::OK,
-            Bytes::from(admin.ops.metrics.render(&admin.hub)),
-            crate::metrics::CONTENT_TYPE,
+            Bytes::from(render(&admin.ops.metrics)),
+            metrics::CONTENT_TYPE,
         ),
         _ => http::json(StatusCode::OK, &connections(&admin.hub)),
     }
@@ -154,4 +155,12 @@ pub fn connections(hub: &Hub) -> serde_json::Value {
     }
     rows.sort_by_key(|(id, _)| *id);
     serde_json::Value::Array(rows.into_iter().map(|(_, v)| v).collect())
+}
+
+/// The scrape: figures that are read rather than counted are taken now.
+fn render(metrics: &Metrics) -> String {
+    if let Some((allocated, resident)) = allocator::usage() {
+        metrics.set_allocator(allocated, resident);
+    }
+    metrics.render()
 }

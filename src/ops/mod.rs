@@ -1,11 +1,21 @@
-//! What a running daemon shares with its operators: the metrics, the service manager's
-//! notify socket, and the status line both of them report.
+//! What operators touch: signals and reload, the admin listener (health, metrics,
+//! connections), logging, systemd (notify, socket activation), the allocator. [`Ops`] is
+//! what a running daemon shares with them: the metrics, the service manager's notify
+//! socket, and the status line both report.
+
+pub mod activation;
+pub mod admin;
+pub mod allocator;
+pub mod logging;
+pub mod notify;
+pub mod reload;
+pub mod signals;
 
 use std::sync::Arc;
 
-use crate::hub::Hub;
+use crate::fanout::Hub;
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
+use notify::Notifier;
 
 /// Metrics and notifications, created by `main` and shared by the server, the signal
 /// handler and the admin listener.

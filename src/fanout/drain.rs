@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::{self, Instant};
 
-use crate::hub::{Conn, Hub};
+use super::{Conn, Hub};
 
 /// Time between batches when draining over a period: small enough that close times are
 /// spread nearly continuously, large enough that a batch is worth a wakeup.

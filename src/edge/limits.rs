@@ -10,19 +10,20 @@ use std::sync::{Arc, Mutex};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
-use crate::allocator;
-
 /// Connections open at the peak before their leaving counts as a wave worth a trim.
 const TRIM_WAVE: usize = 32;
 
+/// Called after a wave of disconnects (the daemon passes the allocator's trim).
+pub type OnWave = Box<dyn Fn() + Send + Sync>;
+
 /// Counts open WebSocket connections against `server.max_connections` and
 /// `server.max_connections_per_ip`.
-#[derive(Debug, Default)]
 pub struct Slots {
     open: AtomicUsize,
-    /// Most open at once since the allocator was last asked to trim.
+    /// Most open at once since `on_wave` was last called.
     peak: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    on_wave: OnWave,
 }
 
 /// One claimed slot, released on drop.
@@ -55,6 +56,17 @@ pub enum Full {
 }
 
 impl Slots {
+    /// No slot taken; `on_wave` runs each time half the connections of a peak of at least
+    /// [`TRIM_WAVE`] have gone.
+    pub fn new(on_wave: OnWave) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            per_ip: Mutex::default(),
+            on_wave,
+        }
+    }
+
     /// Claims a slot for `ip` within the limits (read per call, so a reload applies at once;
     /// a per-IP limit of 0 means none).
     pub fn try_claim(
@@ -87,8 +99,8 @@ impl Slots {
         self.per_ip.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// After a wave of disconnects (half the peak gone), hands the memory
-    /// they freed back to the kernel rather than leaving it cached (see [`allocator`]).
+    /// After a wave of disconnects (half the peak gone), calls `on_wave`: the memory they
+    /// freed is worth handing back to the kernel rather than leaving it cached.
     fn maybe_trim(&self, open: usize) {
         let peak = self.peak.load(Ordering::Acquire);
         if peak >= TRIM_WAVE
@@ -98,7 +110,7 @@ impl Slots {
                 .compare_exchange(peak, open, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
-            allocator::trim();
+            (self.on_wave)();
         }
     }
 
@@ -180,32 +192,30 @@ mod tests {
 
     #[test]
     fn a_wave_of_disconnects_asks_for_one_trim() {
-        let _one = allocator::tests::SERIAL
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let slots = Arc::new(Slots::default());
+        let waves = Arc::new(AtomicUsize::new(0));
+        let counted = waves.clone();
+        let slots = Arc::new(Slots::new(Box::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        })));
+        let trims = || waves.load(Ordering::Relaxed);
         let ip = IpAddr::from([127, 0, 0, 1]);
         let mut held: Vec<Slot> = (0..40)
             .map(|_| slots.try_claim(ip, 100, 0).unwrap())
             .collect();
-        let before = allocator::trims();
+        let before = trims();
         held.truncate(21);
-        assert_eq!(allocator::trims(), before, "19 of 40 gone is not a wave");
+        assert_eq!(trims(), before, "19 of 40 gone is not a wave");
         held.truncate(20);
-        assert_eq!(allocator::trims(), before + 1, "half of 40 gone is");
+        assert_eq!(trims(), before + 1, "half of 40 gone is");
         held.clear();
-        assert_eq!(
-            allocator::trims(),
-            before + 1,
-            "a peak of 20 is below TRIM_WAVE"
-        );
+        assert_eq!(trims(), before + 1, "a peak of 20 is below TRIM_WAVE");
         assert_eq!(slots.open(), 0);
         // A new crowd makes a new peak.
         held = (0..64)
             .map(|_| slots.try_claim(ip, 100, 0).unwrap())
             .collect();
         held.truncate(32);
-        assert_eq!(allocator::trims(), before + 2);
+        assert_eq!(trims(), before + 2);
     }
 
     #[tokio::test]

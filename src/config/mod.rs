@@ -1,0 +1,16 @@
+//! The config file: what ops write, and what the daemon runs on.
+//!
+//! [`raw`] mirrors the TOML; [`validate`] turns it into a [`Config`] whose fields cannot be
+//! wrong; [`load`] reads the file and the `HEARTWIRE_*` environment. Loading is pure (no
+//! side effects beyond reading files) and every error names the file, the key and the fix.
+
+mod load;
+pub mod origin;
+mod raw;
+mod types;
+mod validate;
+
+pub use load::{effective_toml, from_toml, load};
+pub use raw::RawConfig;
+pub use types::*;
+pub use validate::check_channel;

@@ -1,0 +1,147 @@
+//! The serde mirror of the file: every section as written, with its defaults. Nothing
+//! here is validated; [`super::validate`] turns it into a [`super::Config`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::*;
+use crate::heartbeat::RawPolicy;
+
+/// The TOML as written.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub(super) server: RawServer,
+    pub(super) log: LogConfig,
+    pub(super) publish: RawPublish,
+    pub(super) admin: RawAdmin,
+    pub(super) heartbeat: BTreeMap<String, RawPolicy>,
+    #[serde(rename = "route")]
+    pub(super) routes: Vec<RawRoute>,
+    #[serde(rename = "static")]
+    pub(super) statics: Vec<StaticConfig>,
+}
+
+/// One address or a list of them.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub(super) enum Listen {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    pub(super) listen: Listen,
+    pub(super) max_connections: usize,
+    pub(super) max_connections_per_ip: usize,
+    #[serde(with = "humantime_serde")]
+    pub(super) shutdown_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) handshake_timeout: Duration,
+    pub(super) max_message_size: usize,
+    pub(super) max_frame_size: Option<usize>,
+    pub(super) outbound_queue: usize,
+    pub(super) outbound_queue_bytes: usize,
+    pub(super) max_http_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub(super) write_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) drain_period: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) reconnect_jitter: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: Listen::One(DEFAULT_LISTEN.into()),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_frame_size: None,
+            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            drain_period: DEFAULT_DRAIN_PERIOD,
+            reconnect_jitter: DEFAULT_RECONNECT_JITTER,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAdmin {
+    pub(super) enabled: bool,
+    pub(super) listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_ADMIN_LISTEN.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPublish {
+    pub(super) path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) allow_get: bool,
+    pub(super) max_body_size: Option<usize>,
+    pub(super) allow_unauthenticated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) rate_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) rate_burst: Option<u32>,
+}
+
+impl Default for RawPublish {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_PUBLISH_PATH.into(),
+            token: None,
+            token_file: None,
+            allow_get: true,
+            max_body_size: None,
+            allow_unauthenticated: false,
+            rate_limit: None,
+            rate_burst: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) origins: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) welcome: Option<String>,
+    #[serde(default)]
+    pub(super) on_message: OnMessage,
+    #[serde(default)]
+    pub(super) echo_prefix: String,
+    #[serde(default)]
+    pub(super) relay_prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) heartbeat: Option<String>,
+    #[serde(default)]
+    pub(super) slow_consumer: SlowConsumer,
+}

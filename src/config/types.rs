@@ -1,0 +1,325 @@
+//! The validated config: types whose values cannot be wrong, the defaults and ceilings,
+//! and the error that names the file and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::origin::Origins;
+use crate::heartbeat::Policy;
+
+/// Where the daemon listens when the file says nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Most WebSocket connections held at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long shutdown waits for clients to answer their close frames.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send its HTTP request and upgrade.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message (and frame) a client may send.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// Messages a route buffers for its slowest reader before cutting it off.
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Bytes a reader may fall behind its route before it gets the slow-consumer policy.
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Most connections still speaking HTTP (handshakes, publishes, static pages) at once.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Most WebSocket connections from one client IP address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// How long one write to a client may block before it is cut off.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Over how long shutdown spreads the closing of connections (batches, 1001 each).
+pub const DEFAULT_DRAIN_PERIOD: Duration = Duration::from_secs(10);
+/// Upper bound of the random reconnect delay suggested to each drained client.
+pub const DEFAULT_RECONNECT_JITTER: Duration = Duration::from_secs(5);
+/// Where the admin listener (health, metrics, connections) binds.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Where backends publish.
+pub const DEFAULT_PUBLISH_PATH: &str = "/publish";
+/// Longest channel name, in bytes.
+pub const MAX_CHANNEL_LEN: usize = 128;
+
+/// Longest any duration key may be: beyond it a value is a typo, and timers overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest message, frame or publish body a config may allow (tungstenite's own default).
+pub const MAX_SIZE_LIMIT: usize = 64 * 1024 * 1024;
+/// Largest `server.outbound_queue`: each route allocates its ring up front.
+pub const MAX_OUTBOUND_QUEUE: usize = 65_536;
+/// Largest `server.outbound_queue_bytes`.
+pub const MAX_OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024 * 1024;
+/// Largest config file read.
+pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+/// Largest `publish.token_file` read.
+pub const MAX_TOKEN_FILE: u64 = 4096;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from (named in errors and reloads).
+    pub source: PathBuf,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[log]`
+    pub log: LogConfig,
+    /// `[publish]`
+    pub publish: PublishConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+    /// `[heartbeat.NAME]`, by name; `None` for strategy `none`.
+    pub heartbeats: BTreeMap<String, Option<Policy>>,
+    /// `[[route]]`: WebSocket routes.
+    pub routes: Vec<Arc<RouteConfig>>,
+    /// `[[static]]`: plain HTTP text routes.
+    pub statics: Vec<StaticConfig>,
+}
+
+/// `[server]`: the public listener and its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Addresses to bind (used only at start; a change needs a restart).
+    pub listen: Vec<SocketAddr>,
+    /// Most WebSocket connections at once; more get HTTP 503.
+    pub max_connections: usize,
+    /// Most WebSocket connections from one IP address (0: no limit); more get HTTP 503.
+    pub max_connections_per_ip: usize,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+    /// How long a client may take to send its request headers.
+    pub handshake_timeout: Duration,
+    /// Largest incoming message.
+    pub max_message_size: usize,
+    /// Largest incoming frame.
+    pub max_frame_size: usize,
+    /// Messages a route buffers for its slowest reader.
+    pub outbound_queue: usize,
+    /// Bytes a reader may fall behind its route.
+    pub outbound_queue_bytes: usize,
+    /// Most connections not (yet) upgraded to WebSocket.
+    pub max_http_connections: usize,
+    /// How long one write to a client may block.
+    pub write_timeout: Duration,
+    /// On shutdown, connections are closed in batches spread over this long.
+    pub drain_period: Duration,
+    /// Drained clients are told to reconnect after a random delay up to this.
+    pub reconnect_jitter: Duration,
+}
+
+/// `[admin]`: the operators' listener (health, metrics, connections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where it listens; `None` when `enabled = false`. Changing it needs a restart.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `heartwire=debug`, ...
+    pub level: String,
+    /// `text` (human) or `json` (one object per line).
+    pub format: LogFormat,
+    /// When set, logs also go to rolling files in this directory.
+    pub dir: Option<PathBuf>,
+    /// How often the log file rolls over.
+    pub rotation: Rotation,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::default(),
+            dir: None,
+            rotation: Rotation::default(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How often a log file rolls over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    /// A new file every hour.
+    Hourly,
+    /// A new file every day.
+    #[default]
+    Daily,
+    /// One file forever.
+    Never,
+}
+
+/// `[publish]`: the backend's HTTP endpoint.
+#[derive(Clone, PartialEq)]
+pub struct PublishConfig {
+    /// Request path.
+    pub path: String,
+    /// Bearer token required when set.
+    pub token: Option<String>,
+    /// Accept Tornado-style `GET path?msg=...`.
+    pub allow_get: bool,
+    /// Largest request body; larger gets 413.
+    pub max_body_size: usize,
+    /// Allow publishing without a token on a listener reachable from other machines.
+    pub allow_unauthenticated: bool,
+    /// Requests accepted per second over all publishers (`None`: no limit).
+    pub rate: Option<PublishRate>,
+}
+
+/// `publish.rate_limit` and `publish.rate_burst`: a token bucket refilled at `per_second`,
+/// holding at most `burst` requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRate {
+    /// Requests per second, sustained.
+    pub per_second: NonZeroU32,
+    /// Requests accepted at once after a quiet spell.
+    pub burst: NonZeroU32,
+}
+
+impl fmt::Debug for PublishConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token is a secret: never print it.
+        f.debug_struct("PublishConfig")
+            .field("path", &self.path)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("allow_get", &self.allow_get)
+            .field("max_body_size", &self.max_body_size)
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("rate", &self.rate)
+            .finish()
+    }
+}
+
+/// What a route does with a client's message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMessage {
+    /// Reply to the sender with `echo_prefix` + message.
+    #[default]
+    Echo,
+    /// Send `relay_prefix` + message to every client of the route, sender included.
+    Relay,
+    /// Drop it.
+    Ignore,
+}
+
+/// What a route does with a client that reads slower than its traffic arrives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumer {
+    /// Close it with 1008 once it falls `outbound_queue` messages behind.
+    #[default]
+    Disconnect,
+    /// Skip the oldest messages it missed and carry on.
+    DropOldest,
+    /// Only the newest message waits: anything older is skipped (tick-style data).
+    KeepLatest,
+}
+
+/// `[[route]]`: a WebSocket endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// URL path, e.g. `/ws`.
+    pub path: String,
+    /// Which browser origins may connect.
+    pub origins: Origins,
+    /// Text sent on open.
+    pub welcome: Option<String>,
+    /// What a client's message does.
+    pub on_message: OnMessage,
+    /// Prepended to echoed messages.
+    pub echo_prefix: String,
+    /// Prepended to relayed messages.
+    pub relay_prefix: String,
+    /// The name publishers target (defaults to the path).
+    pub channel: String,
+    /// Name of the heartbeat policy, if any.
+    pub heartbeat: Option<String>,
+    /// What happens to a client that falls behind.
+    pub slow_consumer: SlowConsumer,
+}
+
+/// `[[static]]`: a fixed HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    /// URL path.
+    pub path: String,
+    /// Response body.
+    pub body: String,
+    /// Response `Content-Type`.
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+}
+
+fn default_content_type() -> String {
+    "text/plain; charset=utf-8".into()
+}
+
+/// The public listener's addresses as served, for [`Config::check_exposure`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// Local addresses of the listening sockets.
+    pub addrs: Vec<SocketAddr>,
+    /// Where the sockets came from.
+    pub from: Listeners,
+}
+
+/// Where the public listener's sockets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listeners {
+    /// Bound by heartwire from `server.listen`.
+    Configured,
+    /// Passed by systemd (socket activation).
+    Inherited,
+}
+
+/// Why a config was refused. Every message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing, unreadable, not TOML, or a value has the wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A value parsed but makes no sense.
+    #[error("{file}: `{key}`: {reason}")]
+    Invalid {
+        /// The config file.
+        file: String,
+        /// Dotted key, e.g. `heartbeat.app.max_missed`.
+        key: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// The route serving `path`, if any.
+    pub fn route(&self, path: &str) -> Option<&Arc<RouteConfig>> {
+        self.routes.iter().find(|r| r.path == path)
+    }
+
+    /// The heartbeat policy `route` follows, with its name: `None` when it names none or
+    /// one with strategy `none`.
+    pub fn policy_of<'a>(&self, route: &'a RouteConfig) -> Option<(&'a str, Policy)> {
+        let name = route.heartbeat.as_deref()?;
+        let policy = (*self.heartbeats.get(name)?)?;
+        Some((name, policy))
+    }
+}

@@ -1,0 +1,13 @@
+//! One connection: the [`supervise`] loop over its socket, what it was given at the
+//! handshake ([`Session`]), its outbound batches and slow-consumer policy, inbound route
+//! actions, and bounded writes and closes.
+
+mod inbound;
+mod outbound;
+mod session;
+mod step;
+mod supervisor;
+mod write;
+
+pub use session::Session;
+pub use supervisor::supervise;

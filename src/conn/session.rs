@@ -1,0 +1,38 @@
+//! What a connection is given at its handshake, and how it ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RouteConfig;
+use crate::fanout::{Broker, Conn, Route};
+
+/// Everything a connection needs, fixed at its handshake.
+pub struct Session {
+    /// Its registry entry (id, peer, cancellation).
+    pub conn: Conn,
+    /// The live route it belongs to.
+    pub route: Arc<Route>,
+    /// The route's settings when it connected (welcome, prefixes, handler).
+    pub settings: Arc<RouteConfig>,
+    /// Where relayed messages go.
+    pub broker: Arc<dyn Broker>,
+    /// Longest a write may block.
+    pub write_timeout: Duration,
+    /// Most bytes it may fall behind its route (`server.outbound_queue_bytes`).
+    pub max_behind_bytes: u64,
+    /// How long a shutdown close waits for the peer's answer.
+    pub close_grace: Duration,
+    /// The daemon's shutdown signal, to tell shutdown from a removed route.
+    pub shutdown: CancellationToken,
+}
+
+/// How a connection ended, for the log.
+#[derive(Debug)]
+pub struct Ended {
+    /// Close code sent by the server, if it closed.
+    pub code: Option<u16>,
+    /// Why.
+    pub reason: String,
+}

@@ -1,0 +1,59 @@
+//! Which handler answers an HTTP request: the publish endpoint, a WebSocket route, a
+//! static page, or 404. Decided here and only here, by path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::state::Edge;
+use super::{handshake, publish};
+use crate::http::{self, Body};
+
+/// Answers one request.
+pub(super) async fn dispatch(
+    edge: &Arc<Edge>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let config = edge.config.borrow().clone();
+    let path = req.uri().path();
+    if path == config.publish.path {
+        let timeout = config.server.handshake_timeout;
+        let res = publish::handle(
+            edge.broker.as_ref(),
+            &config.publish,
+            &edge.publish_limit,
+            timeout,
+            req,
+        )
+        .await;
+        edge.metrics.published(res.status().as_u16());
+        return res;
+    }
+    if let Some(route) = edge.hub.route(path) {
+        return match handshake::upgrade(edge, &config, &route, peer, req) {
+            Ok(res) => res,
+            Err(refused) => {
+                edge.metrics.rejected(refused.why);
+                refused.refusal.into_response()
+            }
+        };
+    }
+    if let Some(page) = config.statics.iter().find(|s| s.path == path) {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return http::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} answers GET only"),
+            );
+        }
+        return http::text(
+            StatusCode::OK,
+            Bytes::from(page.body.clone()),
+            &page.content_type,
+        );
+    }
+    http::error(StatusCode::NOT_FOUND, format!("nothing at {path}"))
+}

@@ -1,0 +1,97 @@
+//! The accept loop and one TCP connection's HTTP: bounded by `server.max_http_connections`
+//! and `handshake_timeout`, served by hyper until it ends or becomes a WebSocket.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::dispatch::dispatch;
+use super::limits::HttpSlot;
+use super::state::Edge;
+
+/// How often, at most, a full `server.max_http_connections` is logged.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Accepts on `listener` until shutdown, one task per connection.
+pub async fn accept_loop(edge: Arc<Edge>, listener: TcpListener) {
+    let mut last_full_log: Option<Instant> = None;
+    loop {
+        let max = || edge.config.borrow().server.max_http_connections;
+        let slot = match edge.http.try_claim(max()) {
+            Some(slot) => slot,
+            None => {
+                // Full: stop accepting until one ends (each ends within handshake_timeout
+                // when idle); new clients wait in the kernel's listen queue meanwhile.
+                edge.metrics.http_full();
+                if last_full_log.is_none_or(|at| at.elapsed() >= FULL_LOG_EVERY) {
+                    last_full_log = Some(Instant::now());
+                    warn!(
+                        open = edge.http.open(),
+                        "server.max_http_connections reached: not accepting until a connection ends"
+                    );
+                }
+                tokio::select! {
+                    () = edge.shutdown.cancelled() => return,
+                    slot = edge.http.claim(max) => slot,
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            () = edge.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let edge2 = edge.clone();
+        edge.tracker
+            .spawn(serve_connection(edge2, stream, peer, slot));
+    }
+}
+
+/// Serves one TCP connection's HTTP, holding its place in `server.max_http_connections`
+/// until it ends or becomes a WebSocket (hyper hands the socket over and returns).
+async fn serve_connection(
+    edge: Arc<Edge>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    _slot: HttpSlot,
+) {
+    let timeout = edge.config.borrow().server.handshake_timeout;
+    let svc_edge = edge.clone();
+    let service = service_fn(move |req| {
+        let edge = svc_edge.clone();
+        async move { Ok::<_, Infallible>(dispatch(&edge, peer, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = edge.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        debug!(%peer, error = %err, "http connection ended with an error");
+    }
+}

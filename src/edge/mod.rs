@@ -1,0 +1,14 @@
+//! The edge: everything that speaks HTTP to the outside. The accept loop and connection
+//! limits ([`listener`], [`limits`]), request routing ([`dispatch`]), the WebSocket upgrade
+//! ([`handshake`]), and the publish endpoint ([`publish`], [`rate_limit`]).
+
+mod dispatch;
+mod handshake;
+pub mod limits;
+mod listener;
+mod publish;
+mod rate_limit;
+mod state;
+
+pub use listener::accept_loop;
+pub use state::Edge;
