@@ -12,7 +12,6 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::edge::{self, Edge};
 use crate::fanout::{Broker, Hub, drain};
-use crate::heartbeat::Schedule;
 use crate::ops::{self, Ops};
 
 /// Serves `listeners` with the config from `config` until `shutdown` is cancelled, then
@@ -43,9 +42,8 @@ pub async fn run_with(
         // Memory freed by a wave of disconnects goes back to the kernel.
         Box::new(ops::allocator::trim),
     ));
-    let mut schedule = Schedule::default();
     let first = config.borrow_and_update().clone();
-    apply(&hub, &mut schedule, &first);
+    apply(&hub, &first);
     let accept = TaskTracker::new();
     for listener in listeners {
         if let Ok(addr) = listener.local_addr() {
@@ -90,7 +88,7 @@ pub async fn run_with(
                 }
                 let next = config.borrow_and_update().clone();
                 ops::reload::log_changes(&current, &next);
-                apply(&hub, &mut schedule, &next);
+                apply(&hub, &next);
                 current = next;
             }
         }
@@ -109,7 +107,7 @@ pub async fn run_with(
     let server = &current.server;
     drain::drain(&hub, server.drain_period, server.reconnect_jitter).await;
     // Heartbeats ran through the drain (its clients were still connected).
-    drop(schedule);
+    hub.stop_heartbeats();
     edge.tracker.close();
     if tokio::time::timeout(current.server.shutdown_grace, edge.tracker.wait())
         .await
@@ -127,23 +125,9 @@ pub async fn run_with(
 }
 
 /// Makes routes and heartbeat tickers match `config`.
-fn apply(hub: &Hub, schedule: &mut Schedule, config: &Config) {
+fn apply(hub: &Hub, config: &Config) {
     let changes = hub.apply(config);
     if !changes.added.is_empty() || !changes.removed.is_empty() {
         debug!(added = ?changes.added, removed = ?changes.removed, "routes changed");
     }
-    let routes = config
-        .routes
-        .iter()
-        .filter_map(|r| {
-            let live = hub.route(&r.path)?;
-            let policy = config.policy_of(r).map(|(name, p)| (name.to_owned(), p));
-            Some((live.pulse.clone(), policy))
-        })
-        .collect();
-    let metrics = hub.metrics().clone();
-    schedule.apply(
-        routes,
-        Arc::new(move |name: &str| metrics.payload_built(name)),
-    );
 }

@@ -16,8 +16,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const I: Duration = Duration::from_millis(100);
 const TIMEOUT: Duration = Duration::from_millis(300);
-/// Scheduling slack on a loaded 2-core machine.
-const SLACK: Duration = Duration::from_millis(1500);
 
 const CONFIG: &str = r#"
 [heartbeat.frames]
@@ -124,15 +122,9 @@ async fn a_silent_peer_is_closed_within_the_protocol_bound() {
         took >= TIMEOUT,
         "closed after {took:?}, before ping_timeout"
     );
-    assert!(took <= I + TIMEOUT + SLACK, "closed after {took:?}");
-    // The socket is dropped even though the peer never answers the close.
-    let dropped = Instant::now();
+    // The exact bounds, and the socket dropped when the peer never answers the close,
+    // are unit-tested on paused time (src/conn/tests.rs); here: it happens, for real.
     raw.until_closed().await;
-    assert!(
-        dropped.elapsed() < Duration::from_secs(3),
-        "socket held {:?}",
-        dropped.elapsed()
-    );
     s.stop().await;
 }
 
@@ -212,8 +204,8 @@ async fn a_silent_client_is_closed_after_max_missed_json_pings() {
     let (took, pings, code) = closed_after_missed_pings(|_| None).await;
     assert_eq!(code, 4000);
     assert_eq!(pings, 2, "max_missed = 2 pings, then the close");
+    // Exact timing on paused time: src/conn/tests.rs.
     assert!(took >= 2 * I, "closed after {took:?}");
-    assert!(took <= 3 * I + SLACK, "closed after {took:?}");
 }
 
 /// gzip of 10 MiB of spaces: about 10 KiB on the wire, inside max_message_size.
@@ -238,10 +230,7 @@ async fn wrong_malformed_stale_or_bomb_pongs_count_as_missed() {
     for answer in answers {
         let (took, pings, code) = closed_after_missed_pings(answer).await;
         assert_eq!((code, pings), (4000, 2));
-        assert!(
-            took >= 2 * I && took <= 3 * I + SLACK,
-            "closed after {took:?}"
-        );
+        assert!(took >= 2 * I, "closed after {took:?}");
     }
 }
 

@@ -59,14 +59,11 @@ async fn a_new_interval_applies_to_live_connections() {
     // The first ping after the reload comes one new interval after it; measure after that.
     ping_times(&mut ws, 1).await;
     let after = median_gap(&ping_times(&mut ws, 6).await);
-    assert!(
-        before >= Duration::from_millis(350) && before < Duration::from_millis(1200),
-        "before: {before:?}"
-    );
-    assert!(
-        after >= Duration::from_millis(60) && after < Duration::from_millis(300),
-        "after: {after:?}"
-    );
+    // Exact spacing before and after a switch is unit-tested on paused time
+    // (src/conn/tests.rs); here, on a real socket, the pings come faster after the reload.
+    assert!(before >= Duration::from_millis(350), "before: {before:?}");
+    assert!(after >= Duration::from_millis(60), "after: {after:?}");
+    assert!(after < before, "before {before:?}, after {after:?}");
     // Same connection throughout.
     send_text(&mut ws, "same socket").await;
     assert_eq!(recv_text(&mut ws).await, "same socket");

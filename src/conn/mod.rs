@@ -11,3 +11,6 @@ mod write;
 
 pub use session::Session;
 pub use supervisor::supervise;
+
+#[cfg(test)]
+mod tests;

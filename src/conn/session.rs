@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RouteConfig;
+use crate::config::{Config, RouteConfig};
 use crate::fanout::{Broker, Conn, Route};
 
 /// Everything a connection needs, fixed at its handshake.
@@ -26,6 +26,28 @@ pub struct Session {
     pub close_grace: Duration,
     /// The daemon's shutdown signal, to tell shutdown from a removed route.
     pub shutdown: CancellationToken,
+}
+
+impl Session {
+    /// The session of a connection registered as `conn` on `route`, under `config`.
+    pub fn new(
+        conn: Conn,
+        route: Arc<Route>,
+        config: &Config,
+        broker: Arc<dyn Broker>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            conn,
+            settings: route.settings(),
+            route,
+            broker,
+            write_timeout: config.server.write_timeout,
+            max_behind_bytes: u64::try_from(config.server.outbound_queue_bytes).unwrap_or(u64::MAX),
+            close_grace: config.server.shutdown_grace,
+            shutdown,
+        }
+    }
 }
 
 /// How a connection ended, for the log.

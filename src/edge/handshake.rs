@@ -170,16 +170,13 @@ pub(super) fn upgrade(
     // Subscribe now, before the client can see its 101: a publish it triggers must reach it.
     let feeds = live.feeds();
     let (conn, registration) = edge.hub.register(live, peer);
-    let session = Session {
+    let session = Session::new(
         conn,
-        route: live.clone(),
-        settings: route.clone(),
-        broker: edge.broker.clone(),
-        write_timeout: config.server.write_timeout,
-        max_behind_bytes: u64::try_from(config.server.outbound_queue_bytes).unwrap_or(u64::MAX),
-        close_grace: config.server.shutdown_grace,
-        shutdown: edge.shutdown.clone(),
-    };
+        live.clone(),
+        config,
+        edge.broker.clone(),
+        edge.shutdown.clone(),
+    );
     let span = debug_span!("conn", id = session.conn.id, %peer, route = %route.path);
     let opening = Box::new(Opening {
         req,

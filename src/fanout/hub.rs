@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio_tungstenite::tungstenite::Message;
 
 use super::route::{Conn, Registration, Route};
 use crate::config::Config;
+use crate::heartbeat::Schedule;
 use crate::metrics::Metrics;
 use crate::wire::WireFrame;
 
@@ -39,9 +40,10 @@ struct Table {
 }
 
 /// All routes and their connections.
-#[derive(Default)]
 pub struct Hub {
     table: RwLock<Table>,
+    /// The heartbeat tickers its routes follow.
+    schedule: Mutex<Schedule>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -60,6 +62,7 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             table: RwLock::default(),
+            schedule: Mutex::default(),
             next_id: AtomicU64::new(0),
             metrics,
         }
@@ -70,8 +73,31 @@ impl Hub {
         &self.metrics
     }
 
-    /// Makes the routes match `config`: new paths start, removed ones close.
+    /// Makes the routes and their heartbeats match `config`: new paths start, removed ones
+    /// close, and every route follows its policy (see [`Schedule::apply`]).
     pub fn apply(&self, config: &Config) -> RouteChanges {
+        let changes = self.apply_routes(config);
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let live = self.route(&r.path)?;
+                let policy = config.policy_of(r).map(|(name, p)| (name.to_owned(), p));
+                Some((live.pulse.clone(), policy))
+            })
+            .collect();
+        let metrics = self.metrics.clone();
+        let on_tick = Arc::new(move |name: &str| metrics.payload_built(name));
+        lock(&self.schedule).apply(routes, on_tick);
+        changes
+    }
+
+    /// Stops every heartbeat ticker (after the drain, when no connection is left to ping).
+    pub fn stop_heartbeats(&self) {
+        *lock(&self.schedule) = Schedule::default();
+    }
+
+    fn apply_routes(&self, config: &Config) -> RouteChanges {
         let mut table = self.write();
         let mut changes = RouteChanges::default();
         let mut routes = HashMap::with_capacity(config.routes.len());
@@ -152,4 +178,9 @@ impl Hub {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
         self.table.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn lock(schedule: &Mutex<Schedule>) -> MutexGuard<'_, Schedule> {
+    // Only `apply` swaps tickers under this lock; a panic there leaves a valid schedule.
+    schedule.lock().unwrap_or_else(|p| p.into_inner())
 }
