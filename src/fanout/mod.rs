@@ -4,12 +4,13 @@
 //! connection's live figures as operators see them.
 
 mod broker;
-pub mod drain;
+pub(crate) mod drain;
 mod hub;
 mod route;
 mod vitals;
 
 pub use broker::{Broker, BrokerError, MemoryBroker, Receipt};
-pub use hub::{DeliveryError, Hub, RouteChanges, Target};
-pub use route::{Conn, Feeds, Queued, Registration, Route};
-pub use vitals::{Snapshot, Vitals};
+pub use hub::{DeliveryError, Hub, Target};
+pub use route::Route;
+pub(crate) use route::{Conn, Feeds, Queued, Registration};
+pub(crate) use vitals::Vitals;

@@ -13,11 +13,11 @@ mod strategy;
 mod ticker;
 
 pub use json_gzip::JsonGzip;
-pub use peer::{PeerBeat, TickAction};
+pub(crate) use peer::{PeerBeat, TickAction};
 pub use policy::{
     DEFAULT_MAX_MISSED, DEFAULT_PING_INTERVAL, Liveness, Policy, PolicyError, RawPolicy, Strategy,
     StrategyKey,
 };
 pub use protocol::ProtocolPing;
-pub use strategy::{Heartbeat, Inbound, now_millis};
-pub use ticker::{Active, Ping, Pulse, Schedule};
+pub use strategy::{Heartbeat, Inbound};
+pub(crate) use ticker::{Active, Pulse, Schedule};

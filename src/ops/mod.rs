@@ -4,10 +4,10 @@
 //! socket, and the status line both report.
 
 pub mod activation;
-pub mod admin;
+pub(crate) mod admin;
 pub mod allocator;
 pub mod logging;
-pub mod notify;
+pub(crate) mod notify;
 pub mod reload;
 pub mod signals;
 
