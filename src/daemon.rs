@@ -114,7 +114,7 @@ pub async fn run_with(
         .is_err()
     {
         warn!(
-            left = edge.slots.open(),
+            left = edge.tracker.len(),
             "shutdown grace ran out; dropping the remaining connections"
         );
     }

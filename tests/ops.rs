@@ -747,6 +747,122 @@ async fn a_reload_cannot_drop_the_token_of_an_inherited_public_socket() {
     assert_eq!(recv_text(&mut ws).await, "hello");
 }
 
+/// SIGTERM under socket activation, with no WebSocket client: the HTTP connections left
+/// over from activation (the one that started the daemon, an idle keep-alive, one that
+/// never sent a byte, one with half-sent headers) must not hold up the exit. drain_period and shutdown_grace are long
+/// (10 s, 5 s) and handshake_timeout longer still (30 s), so a shutdown that waited for any
+/// of those connections would log "shutdown grace ran out" and take >= 5 s; a clean one
+/// exits well before. No bound depends on machine speed: the lower bounds are event order
+/// (the keep-alive is still open and the daemon still running when SIGTERM is sent), the
+/// upper bound is the configured grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_socket_activation_does_not_wait_for_idle_or_stalled_http_connections() {
+    const GRACE: Duration = Duration::from_secs(5);
+    let toml = r#"
+[server]
+listen = "127.0.0.1:1"
+drain_period = "10s"
+shutdown_grace = "5s"
+handshake_timeout = "30s"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+format = "json"
+level = "info"
+[[route]]
+path = "/news"
+channel = "news"
+on_message = "echo"
+[[static]]
+path = "/index"
+body = "hi"
+"#;
+    let Some((mut d, port)) = activated("127.0.0.1", toml) else {
+        return;
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // As an operator's `curl http://.../nothing`: starts the daemon, gets 404, closes.
+    let (status, _) = http(addr, "GET", "/nothing", &[], b"").await;
+    assert_eq!(status, 404);
+    assert_eq!(d.addr_of("listening"), addr);
+
+    // An idle keep-alive: one request answered, the connection left open.
+    let mut keep_alive = tokio::net::TcpStream::connect(addr).await.unwrap();
+    keep_alive
+        .write_all(b"GET /index HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&head).ends_with("\r\n\r\nhi") {
+        let n = tokio::time::timeout(T, keep_alive.read(&mut buf))
+            .await
+            .expect("no answer on the keep-alive")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    // A connection that never sends a byte (a pre-connecting browser, a TCP probe).
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // One that sent half its headers and stalls: it must not hold the exit until
+    // handshake_timeout (30 s) or shutdown_grace (5 s).
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial.write_all(b"GET /index HTTP/1.1\r\nHo").await.unwrap();
+
+    // Lower bound: the keep-alive is still open before the signal (the server holds it).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), keep_alive.read(&mut buf))
+            .await
+            .is_err(),
+        "the server closed the idle keep-alive before SIGTERM"
+    );
+    assert!(
+        matches!(d.child.try_wait(), Ok(None)),
+        "exited before SIGTERM"
+    );
+
+    let sent = Instant::now();
+    d.signal("TERM");
+    // Both leftover connections are closed by the server (EOF); if shutdown waited for
+    // them, that happens only when the grace runs out, and the asserts below say so.
+    for (name, conn) in [
+        ("keep-alive", &mut keep_alive),
+        ("silent", &mut silent),
+        ("partial", &mut partial),
+    ] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(T, conn.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("the {name} connection was not closed on SIGTERM"))
+            .ok();
+    }
+    let exit = d.wait_exit();
+    let took = sent.elapsed();
+    assert!(exit.success(), "{exit:?}\n{:#?}", d.log);
+    // Event order: requested, then shutting down with no WebSocket open, then exit.
+    let pos = |text: &str| {
+        d.log
+            .iter()
+            .position(|v| message(v).contains(text))
+            .unwrap_or_else(|| panic!("no `{text}` in {:#?}", d.log))
+    };
+    assert!(pos("shutdown requested") < pos("shutting down"));
+    let shutting = &d.log[pos("shutting down")];
+    assert_eq!(shutting["fields"]["connections"], 0, "{shutting}");
+    assert!(
+        !d.log
+            .iter()
+            .any(|v| message(v).contains("shutdown grace ran out")),
+        "shutdown waited out the grace for a connection: {:#?}",
+        d.log
+    );
+    // Upper bound: the configured grace, far above any scheduling jitter.
+    assert!(
+        took < GRACE,
+        "exit took {took:?}, not under shutdown_grace {GRACE:?}"
+    );
+}
+
 fn which(name: &str) -> Result<PathBuf, ()> {
     std::env::var_os("PATH")
         .into_iter()

@@ -17,6 +17,9 @@ use super::dispatch::dispatch;
 use super::limits::HttpSlot;
 use super::state::Edge;
 
+/// How long, at shutdown, a request already being received may take to finish.
+const IN_FLIGHT_ON_SHUTDOWN: Duration = Duration::from_secs(1);
+
 /// How often, at most, a full `server.max_http_connections` is logged.
 const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -88,7 +91,15 @@ async fn serve_connection(
         r = conn.as_mut() => r,
         () = edge.shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            // Idle keep-alives close at once; a request in flight gets a moment to finish,
+            // and one that never will (half-sent headers) does not hold up the exit.
+            match tokio::time::timeout(IN_FLIGHT_ON_SHUTDOWN, conn).await {
+                Ok(r) => r,
+                Err(_) => {
+                    debug!(%peer, "request unfinished at shutdown; connection dropped");
+                    return;
+                }
+            }
         }
     };
     if let Err(err) = result {
