@@ -5,6 +5,10 @@
 #
 #   bench/run.sh                 # the whole comparison, < 15 min on 2 cores
 #   RUNS=1 IDLE_CONNS=2000 FANOUT_CLIENTS=1000 bench/run.sh   # a quick smoke run
+#   BASE_BIN=/path/to/old/heartwire SERVERS="base heartwire" bench/run.sh
+#                                # before/after a change: the same scenarios against another
+#                                # heartwire build, interleaved per run; prints the medians and
+#                                # ratios (bench/compare.py) instead of writing BENCHMARKS.md
 #
 # Every knob below is an environment variable; defaults are the figures where
 # they fit the 15-minute budget (BENCHMARKS.md says where they were scaled down).
@@ -41,6 +45,7 @@ PORT_ADMIN=${PORT_ADMIN:-19090}
 PORT_TW=${PORT_TW:-18081}
 PORT_FL=${PORT_FL:-18082}
 SERVERS=${SERVERS:-"heartwire tornado floor"}
+BASE_BIN=${BASE_BIN:-}
 export OUT=${OUT:-$ROOT/bench/results}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-240}
 
@@ -144,6 +149,10 @@ start_server() {
             hw_config "$ping"
             "$HW" --config "$OUT/heartwire.toml" 2>>"$OUT/heartwire.log" &
             PORT=$PORT_HW ;;
+        base)
+            hw_config "$ping"
+            "$BASE_BIN" --config "$OUT/heartwire.toml" 2>>"$OUT/base.log" &
+            PORT=$PORT_HW ;;
         tornado)
             "$PY" bench/peers/tornado_demo.py --port "$PORT_TW" --ping-interval "$ping" \
                 --ping-timeout "$ping" --app-interval "$ping" --max-missed 2 2>>"$OUT/tornado.log" &
@@ -197,7 +206,7 @@ for run in $(seq 1 "$RUNS"); do
         CASE=P1 scenario "$run" "$name" fanout --clients 1 --path /quiet --channel quiet --bystanders "$FANOUT_CLIENTS" \
             --count "$P1_COUNT" --rate "$P1_RATE" --drain "$DRAIN" --max-secs $(( P1_COUNT / P1_RATE * 3 + 2 ))
         CASE=echo scenario "$run" "$name" echo --clients "$ECHO_CLIENTS" --round-trips "$ECHO_TRIPS" --max-secs 30
-        if [[ $name == heartwire ]]; then
+        if [[ $name == heartwire || $name == base ]]; then
             # Give the SIGHUPs something to apply: a new policy interval and a new page.
             hw_config "$(( IDLE_PING + 1 ))" $'[[static]]\npath = "/index"\nbody = "Hello world"'
         fi
@@ -210,6 +219,12 @@ for run in $(seq 1 "$RUNS"); do
     done
     LAST_RUN_S=$(( $(date +%s) - RUN_START ))
 done
+
+if [[ -n "$BASE_BIN" ]]; then
+    python3 bench/compare.py "$OUT/results.jsonl" base heartwire
+    log "done in $(( $(date +%s) - START ))s (comparison only; BENCHMARKS.md untouched)"
+    exit 0
+fi
 
 log "writing BENCHMARKS.md"
 export RUNS IDLE_CONNS IDLE_HOLD IDLE_PING BIG_BYTES FANOUT_CLIENTS B1_COUNT B1_RATE B3_RATE B3_SECS \

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Medians of two servers' runs from one bench/run.sh results.jsonl, and their ratio.
+
+    python3 bench/compare.py RESULTS.jsonl BEFORE AFTER
+"""
+
+import json
+import statistics
+import sys
+
+# (figure, case, path in the scenario's summary): the hot-path figures a change is judged by.
+FIGURES = [
+    ("M1 RSS per idle connection (KiB)", "idle", "kib_per_conn"),
+    ("H1b CPU per ping while idle (us)", "idle", "cpu_us_per_ping"),
+    ("B1 p99 to the last client (ms)", "B1", "last_client_ms.p99"),
+    ("B1 CPU per delivery (us)", "B1", "cpu_us_per_delivery"),
+    ("B3 p99 latency (ms)", "B3", "latency_ms.p99"),
+    ("E1 CPU per delivery in B3 (us)", "B3", "cpu_us_per_delivery"),
+    ("B3 deliveries lost", "B3", "lost"),
+    ("P1 publish p99 (ms)", "P1", "publish_req_ms.p99"),
+    ("echo round trip p99 (ms)", "echo", "rtt_ms.p99"),
+]
+
+
+def dig(obj, path):
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def main() -> int:
+    path, before, after = sys.argv[1:4]
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            label = r["summary"].get("server")
+            rows.setdefault((label, r["case"]), []).append(r["summary"])
+
+    def med(server, case, p):
+        vals = [dig(s, p) for s in rows.get((server, case), [])]
+        vals = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return (statistics.median(vals), len(vals)) if vals else (None, 0)
+
+    print(f"| figure | {before} | {after} | {after}/{before} | runs |")
+    print("|---|---|---|---|---|")
+    for name, case, p in FIGURES:
+        (b, nb), (a, na) = med(before, case, p), med(after, case, p)
+        ratio = f"{a / b:.2f}x" if a is not None and b else "-"
+        fmt = lambda v: "-" if v is None else f"{v:.3g}"
+        print(f"| {name} | {fmt(b)} | {fmt(a)} | {ratio} | {nb}/{na} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
