@@ -74,8 +74,9 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 log "building (release)"
 cargo build --release --workspace --quiet
 BUILD_S=$(( $(date +%s) - START ))
-HW=$ROOT/target/release/heartwire
-BENCH=$ROOT/target/release/heartwire-bench
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+HW=$TARGET/release/heartwire
+BENCH=$TARGET/release/heartwire-bench
 
 log "virtualenv bench/.venv with tornado"
 if [[ ! -x bench/.venv/bin/python ]]; then
