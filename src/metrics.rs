@@ -33,6 +33,9 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every reason, so each series exists (at 0) from the start.
+    const ALL: [Self; 3] = [Self::Origin, Self::Limit, Self::BadHandshake];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Origin => "origin",
@@ -195,6 +198,16 @@ impl Metrics {
             })
             .set(1);
         m.last_reload_ok.set(1);
+        // Every label set known now exists from the first scrape, at 0, so `absent()` and
+        // `rate()` alerts work before the first event.
+        for why in Rejection::ALL {
+            m.rejected.get_or_create_owned(&Reason {
+                reason: why.as_str(),
+            });
+        }
+        for result in ["ok", "error"] {
+            m.reloads.get_or_create_owned(&Outcome { result });
+        }
         let r = &mut registry;
         r.register("build_info", "heartwire version (value is always 1)", build);
         r.register(
@@ -386,6 +399,14 @@ impl Metrics {
         }
     }
 
+    /// A route follows `policy`: its series exist from now on, before any connection.
+    pub fn policy_in_use(&self, policy: &str, strategy: Strategy) {
+        self.policy(policy, strategy);
+        self.payloads.get_or_create_owned(&PolicyLabel {
+            policy: policy.to_owned(),
+        });
+    }
+
     /// A handshake was refused.
     pub fn rejected(&self, why: Rejection) {
         self.rejected
@@ -403,6 +424,13 @@ impl Metrics {
     /// Accepting paused: `server.max_http_connections` are open.
     pub fn http_full(&self) {
         self.http_full.inc();
+    }
+
+    /// Every status the publish endpoint can answer: each series exists from the start.
+    pub fn publish_answers(&self, statuses: impl IntoIterator<Item = u16>) {
+        for status in statuses {
+            self.publish.get_or_create_owned(&Status { status });
+        }
     }
 
     /// A publish request was answered with `status`.
@@ -576,5 +604,27 @@ mod tests {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn known_label_sets_exist_at_zero() {
+        let m = Metrics::new();
+        m.publish_answers([200, 429]);
+        m.policy_in_use("app", Strategy::Protocol);
+        let text = m.render();
+        for line in [
+            "heartwire_connections_rejected_total{reason=\"origin\"} 0",
+            "heartwire_connections_rejected_total{reason=\"limit\"} 0",
+            "heartwire_connections_rejected_total{reason=\"bad_handshake\"} 0",
+            "heartwire_config_reloads_total{result=\"ok\"} 0",
+            "heartwire_config_reloads_total{result=\"error\"} 0",
+            "heartwire_publish_requests_total{status=\"200\"} 0",
+            "heartwire_publish_requests_total{status=\"429\"} 0",
+            "heartwire_heartbeat_pings_sent_total{policy=\"app\",strategy=\"protocol\"} 0",
+            "heartwire_heartbeat_timeouts_total{policy=\"app\",strategy=\"protocol\"} 0",
+            "heartwire_heartbeat_ping_payloads_built_total{policy=\"app\"} 0",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
     }
 }

@@ -526,6 +526,49 @@ async fn metrics_reflect_a_scripted_scenario() {
     assert!(bad.is_empty(), "non-JSON log lines: {bad:#?}");
 }
 
+/// Before any event, every label set known at start is exported at 0, so `absent()` and
+/// `rate()` alerts see the series from the first scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_daemon_exports_every_known_series_at_zero() {
+    let mut d = start(SCENARIO, &[]);
+    let m = d.metrics().await;
+    let mut zeros: Vec<String> = ["origin", "limit", "bad_handshake"]
+        .iter()
+        .map(|r| format!(r#"heartwire_connections_rejected_total{{reason="{r}"}}"#))
+        .collect();
+    zeros.extend(
+        [200, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503]
+            .iter()
+            .map(|s| format!(r#"heartwire_publish_requests_total{{status="{s}"}}"#)),
+    );
+    zeros.extend(
+        ["ok", "error"]
+            .iter()
+            .map(|r| format!(r#"heartwire_config_reloads_total{{result="{r}"}}"#)),
+    );
+    let policy = r#"policy="quick",strategy="json-gzip""#;
+    zeros.extend([
+        format!("heartwire_heartbeat_pings_sent_total{{{policy}}}"),
+        format!("heartwire_heartbeat_pongs_received_total{{{policy}}}"),
+        format!("heartwire_heartbeat_timeouts_total{{{policy}}}"),
+        r#"heartwire_heartbeat_rtt_seconds_count{policy="quick"}"#.to_owned(),
+        r#"heartwire_connections_accepted_total{route="/beat"}"#.to_owned(),
+        r#"heartwire_slow_consumers_total{route="/beat",action="skip"}"#.to_owned(),
+    ]);
+    for series in &zeros {
+        assert_eq!(metric(&m, series), 0.0, "{series}");
+    }
+    // Ticks run without clients; the series exists whether or not one has happened yet.
+    assert!(
+        metric(
+            &m,
+            r#"heartwire_heartbeat_ping_payloads_built_total{policy="quick"}"#
+        ) >= 0.0
+    );
+    d.signal("TERM");
+    assert!(d.wait_exit().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_503_while_draining() {
     let toml = OPS_CONFIG.replace("shutdown_grace = \"2s\"", "shutdown_grace = \"5s\"");

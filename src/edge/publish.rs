@@ -19,6 +19,22 @@ use crate::config::{PublishConfig, check_channel};
 use crate::fanout::{Broker, BrokerError, DeliveryError, Receipt, Target};
 use crate::http::{self, Body, Refusal};
 
+/// Every status this endpoint answers with (metrics export each from the start). A test
+/// holds it to the statuses this file names.
+pub(super) const ANSWERS: [StatusCode; 11] = [
+    StatusCode::OK,
+    StatusCode::BAD_REQUEST,
+    StatusCode::UNAUTHORIZED,
+    StatusCode::FORBIDDEN,
+    StatusCode::NOT_FOUND,
+    StatusCode::METHOD_NOT_ALLOWED,
+    StatusCode::REQUEST_TIMEOUT,
+    StatusCode::PAYLOAD_TOO_LARGE,
+    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    StatusCode::TOO_MANY_REQUESTS,
+    StatusCode::SERVICE_UNAVAILABLE,
+];
+
 /// Handles one publish request.
 pub(super) async fn handle(
     broker: &dyn Broker,
@@ -236,4 +252,38 @@ enum Kind {
     Form,
     Json,
     Binary,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// `ANSWERS` lists exactly the statuses the code above names, so a new refusal cannot
+    /// be missing from the metrics until its first request.
+    #[test]
+    fn answers_are_the_statuses_this_file_names() {
+        let source = include_str!("publish.rs");
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        let marker = concat!("Status", "Code::");
+        let named: BTreeSet<&str> = code
+            .match_indices(marker)
+            .map(|(i, _)| &code[i + marker.len()..])
+            .map(|rest| {
+                rest.split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+                    .next()
+            })
+            .map(Option::unwrap_or_default)
+            .collect();
+        let listed: BTreeSet<String> = ANSWERS
+            .iter()
+            .map(|s| {
+                let reason = s.canonical_reason().unwrap_or_default();
+                reason.to_ascii_uppercase().replace(' ', "_")
+            })
+            .collect();
+        let listed: BTreeSet<&str> = listed.iter().map(String::as_str).collect();
+        assert_eq!(named, listed);
+    }
 }

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::limits::{HttpSlots, OnWave, Slots};
+use super::publish;
 use super::rate_limit::RateLimit;
 use crate::config::Config;
 use crate::fanout::{Broker, Hub};
@@ -45,6 +46,7 @@ impl Edge {
         metrics: Arc<Metrics>,
         on_wave: OnWave,
     ) -> Self {
+        metrics.publish_answers(publish::ANSWERS.iter().map(|s| s.as_u16()));
         Self {
             config,
             hub,

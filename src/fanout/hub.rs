@@ -82,7 +82,10 @@ impl Hub {
             .iter()
             .filter_map(|r| {
                 let live = self.route(&r.path)?;
-                let policy = config.policy_of(r).map(|(name, p)| (name.to_owned(), p));
+                let policy = config.policy_of(r).map(|(name, p)| {
+                    self.metrics.policy_in_use(name, p.strategy());
+                    (name.to_owned(), p)
+                });
                 Some((live.pulse.clone(), policy))
             })
             .collect();
