@@ -13,7 +13,8 @@
 //! - [`fanout`]: routes, their connections and rings, the broker, the drain;
 //! - [`metrics`]: the counters every layer above pushes to;
 //! - [`config`]: the file, validated; [`heartbeat`]: policies and strategies;
-//! - leaves: [`wire`] (frames encoded once), [`http`] (responses), [`close`] (codes).
+//! - leaves: [`wire`] (frames encoded once), [`http`] (responses), [`close`] (codes),
+//!   [`process`] (the process's own figures: memory, descriptors, CPU).
 //!
 //! See docs/architecture.md for the data flow and how to extend each layer.
 
@@ -30,6 +31,7 @@ pub mod heartbeat;
 mod http;
 mod metrics;
 pub mod ops;
+mod process;
 mod wire;
 
 pub use daemon::run_with;

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::heartbeat::Strategy;
+use crate::process::ProcessCollector;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -164,7 +165,9 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with every family registered and build info set.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("heartwire");
+        let mut registry = Registry::default();
+        // The standard `process_*` names take no prefix; every family below is `heartwire_*`.
+        registry.register_collector(Box::new(ProcessCollector));
         let m = Self {
             connections_open: Family::default(),
             routes: Gauge::default(),
@@ -208,7 +211,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             m.reloads.get_or_create_owned(&Outcome { result });
         }
-        let r = &mut registry;
+        let r = registry.sub_registry_with_prefix("heartwire");
         r.register("build_info", "heartwire version (value is always 1)", build);
         r.register(
             "connections_open",
@@ -604,6 +607,19 @@ mod tests {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        for name in [
+            "process_resident_memory_bytes ",
+            "process_virtual_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_cpu_seconds_total ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "missing `{name}` in\n{text}"
+            );
+        }
     }
 
     #[test]

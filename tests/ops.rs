@@ -527,7 +527,7 @@ async fn metrics_reflect_a_scripted_scenario() {
 }
 
 /// Before any event, every label set known at start is exported at 0, so `absent()` and
-/// `rate()` alerts see the series from the first scrape.
+/// `rate()` alerts see the series from the first scrape; and so are the process metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_daemon_exports_every_known_series_at_zero() {
     let mut d = start(SCENARIO, &[]);
@@ -564,6 +564,27 @@ async fn a_fresh_daemon_exports_every_known_series_at_zero() {
             &m,
             r#"heartwire_heartbeat_ping_payloads_built_total{policy="quick"}"#
         ) >= 0.0
+    );
+
+    // The standard process metrics, with plausible values.
+    let open = metric(&m, "process_open_fds");
+    let max = metric(&m, "process_max_fds");
+    assert!(open > 0.0 && open <= max, "open fds {open}, max {max}");
+    let resident = metric(&m, "process_resident_memory_bytes");
+    let virt = metric(&m, "process_virtual_memory_bytes");
+    assert!(
+        resident > 0.0 && virt >= resident,
+        "rss {resident}, vsz {virt}"
+    );
+    assert!(metric(&m, "process_cpu_seconds_total") >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = metric(&m, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && now - started < 3600.0,
+        "started {started}, now {now}"
     );
     d.signal("TERM");
     assert!(d.wait_exit().success());
