@@ -43,6 +43,7 @@ pub async fn run_with(
         Box::new(ops::allocator::trim),
     ));
     let first = config.borrow_and_update().clone();
+    ops::open_files::check(&first.server);
     apply(&hub, &first);
     let accept = TaskTracker::new();
     for listener in listeners {

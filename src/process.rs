@@ -1,7 +1,7 @@
 //! The process's own figures as the operating system reports them: the standard
-//! Prometheus `process_*` metrics. Read through `metrics-process`, a port of the Go
-//! client's process collector, so the names and meanings are the ones dashboards and
-//! alerts already use.
+//! Prometheus `process_*` metrics, and the open-file limit. Read through
+//! `metrics-process`, a port of the Go client's process collector, so the names and
+//! meanings are the ones dashboards and alerts already use.
 
 use std::fmt;
 
@@ -99,4 +99,11 @@ fn gauge(
 /// The limit, or `None` when unlimited (reported as 0) or unreadable.
 fn max_fds(m: &Reading) -> Option<u64> {
     m.max_fds.filter(|&n| n > 0)
+}
+
+/// How many files (sockets included) this process may have open: the soft
+/// `RLIMIT_NOFILE` (`ulimit -n`, systemd's `LimitNOFILE=`). `None` when unlimited or
+/// unreadable.
+pub fn open_file_limit() -> Option<u64> {
+    max_fds(&collector::collect())
 }

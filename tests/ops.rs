@@ -36,12 +36,33 @@ struct Daemon {
 
 /// Writes `toml` to a fresh directory and runs `heartwire --config` on it.
 fn start(toml: &str, env: &[(&str, &str)]) -> Daemon {
+    launch(toml, env, |config| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(config);
+        cmd
+    })
+}
+
+/// Like [`start`], with the open-file limit (soft and hard) lowered to `nofile` by the
+/// shell that then becomes heartwire.
+fn start_with_nofile(nofile: u32, toml: &str) -> Daemon {
+    launch(toml, &[], |config| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(r#"ulimit -n {nofile} && exec "$0" "$@""#))
+            .arg(BIN)
+            .arg("--config")
+            .arg(config);
+        cmd
+    })
+}
+
+/// Writes `toml` to a fresh directory, runs `command(config_path)`, waits for `listening`.
+fn launch(toml: &str, env: &[(&str, &str)], command: impl FnOnce(&Path) -> Command) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("heartwire.toml");
     std::fs::write(&config, toml).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--config").arg(&config);
-    let mut d = spawn(cmd, env, dir, config);
+    let mut d = spawn(command(&config), env, dir, config);
     d.public = d.addr_of("listening");
     d
 }
@@ -586,6 +607,58 @@ async fn a_fresh_daemon_exports_every_known_series_at_zero() {
         started <= now + 1.0 && now - started < 3600.0,
         "started {started}, now {now}"
     );
+    d.signal("TERM");
+    assert!(d.wait_exit().success());
+}
+
+const WITHIN_256: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+max_connections = 100
+max_http_connections = 100
+[log]
+format = "json"
+level = "info"
+[[route]]
+path = "/news"
+"#;
+
+/// Connection limits above the open-file limit are reported at start and on a reload that
+/// raises them, naming the keys, their values, the limit and the fix; limits within it are not.
+#[test]
+fn connection_limits_above_the_open_file_limit_are_reported() {
+    const WARNING: &str = "server.max_connections (10000) + server.max_http_connections (1024) \
+                           exceed the open-file limit (256): ";
+    let above = WITHIN_256
+        .replace("max_connections = 100", "max_connections = 10000")
+        .replace("max_http_connections = 100", "max_http_connections = 1024");
+    let about_the_limit = |d: &Daemon| {
+        d.log
+            .iter()
+            .filter(|v| message(v).contains("open-file limit"))
+            .count()
+    };
+
+    // Within the limit: nothing (the check runs before the listeners are reported).
+    let mut d = start_with_nofile(256, WITHIN_256);
+    assert_eq!(about_the_limit(&d), 0, "{:#?}", d.log);
+    // A reload that raises the limits above it: a warning, with the fix.
+    std::fs::write(&d.config, &above).unwrap();
+    d.signal("HUP");
+    let warning = d.wait_message(WARNING);
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert!(
+        message(&warning).contains("raise LimitNOFILE= in heartwire.service (or ulimit -n)"),
+        "{warning}"
+    );
+    assert_eq!(warning["fields"]["open_file_limit"], 256, "{warning}");
+    d.signal("TERM");
+    assert!(d.wait_exit().success());
+    assert_eq!(about_the_limit(&d), 1, "{:#?}", d.log);
+
+    // Above it at start: warned before serving.
+    let mut d = start_with_nofile(256, &above);
+    assert_eq!(about_the_limit(&d), 1, "{:#?}", d.log);
     d.signal("TERM");
     assert!(d.wait_exit().success());
 }

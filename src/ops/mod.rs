@@ -1,13 +1,14 @@
 //! What operators touch: signals and reload, the admin listener (health, metrics,
-//! connections), logging, systemd (notify, socket activation), the allocator. [`Ops`] is
-//! what a running daemon shares with them: the metrics, the service manager's notify
-//! socket, and the status line both report.
+//! connections), logging, systemd (notify, socket activation), the allocator, the
+//! open-file limit. [`Ops`] is what a running daemon shares with them: the metrics, the
+//! service manager's notify socket, and the status line both report.
 
 pub mod activation;
 pub(crate) mod admin;
 pub mod allocator;
 pub mod logging;
 pub(crate) mod notify;
+pub(crate) mod open_files;
 pub mod reload;
 pub mod signals;
 

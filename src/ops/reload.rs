@@ -104,6 +104,7 @@ pub fn log_changes(old: &Config, new: &Config) {
     if old.admin != new.admin {
         warn!("[admin] changed: restart heartwire to move the admin listener");
     }
+    super::open_files::recheck(&old.server, &new.server);
     if old.server.outbound_queue != new.server.outbound_queue {
         warn!(
             "server.outbound_queue changed: applies to routes added from now on; restart for the rest"
