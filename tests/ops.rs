@@ -944,7 +944,10 @@ body = "hi"
     // One that sent half its headers and stalls: it must not hold the exit until
     // handshake_timeout (30 s) or shutdown_grace (5 s).
     let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
-    partial.write_all(b"GET /index HTTP/1.1\r\nHo").await.unwrap();
+    partial
+        .write_all(b"GET /index HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
 
     // Lower bound: the keep-alive is still open before the signal (the server holds it).
     assert!(
