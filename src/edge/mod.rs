@@ -3,6 +3,7 @@
 //! ([`handshake`]), and the publish endpoint ([`publish`], [`rate_limit`]).
 
 mod dispatch;
+mod form;
 mod handshake;
 pub mod limits;
 mod listener;
