@@ -1,9 +1,11 @@
 //! The edge: everything that speaks HTTP to the outside. The accept loop and connection
-//! limits ([`listener`], [`limits`]), request routing ([`dispatch`]), the WebSocket upgrade
-//! ([`handshake`]), and the publish endpoint ([`publish`], [`rate_limit`]).
+//! limits ([`listener`], [`limits`]), who the client is behind a proxy ([`forwarded`]),
+//! request routing ([`dispatch`]), the WebSocket upgrade ([`handshake`]), and the publish
+//! endpoint ([`publish`], [`form`], [`rate_limit`]).
 
 mod dispatch;
 mod form;
+mod forwarded;
 mod handshake;
 pub mod limits;
 mod listener;
