@@ -31,6 +31,10 @@ pub enum Rejection {
     Limit,
     /// Not a valid WebSocket upgrade: method, headers, version or key (405/426/400).
     BadHandshake,
+    /// `server.proxy_protocol`: a connection without a valid PROXY header (closed).
+    ProxyHeader,
+    /// `server.proxy_protocol`: a connection from outside `server.trusted_proxies` (closed).
+    UntrustedProxy,
 }
 
 impl Rejection {
@@ -42,6 +46,8 @@ impl Rejection {
             Self::Origin => "origin",
             Self::Limit => "limit",
             Self::BadHandshake => "bad_handshake",
+            Self::ProxyHeader => "proxy_header",
+            Self::UntrustedProxy => "untrusted_proxy",
         }
     }
 }
@@ -226,7 +232,7 @@ impl Metrics {
         );
         r.register(
             "connections_rejected",
-            "WebSocket handshakes refused, by reason (origin, limit, bad_handshake)",
+            "WebSocket handshakes refused, by reason (origin, limit, bad_handshake), and connections closed for their PROXY header (proxy_header, untrusted_proxy)",
             m.rejected.clone(),
         );
         r.register(

@@ -77,6 +77,15 @@ fn the_everything_fixture_means_what_it_says() {
         assert_eq!(c.server.max_frame_size, 512);
         assert_eq!(c.server.outbound_queue_bytes, 65536);
         assert_eq!(c.server.max_http_connections, 16);
+        assert!(c.server.proxy_protocol);
+        let trusted = &c.server.trusted_proxies;
+        for (ip, want) in [
+            ("127.0.0.1", true),
+            ("10.9.8.7", true),
+            ("127.0.0.2", false),
+        ] {
+            assert_eq!(trusted.contains(ip.parse().unwrap()), want, "{ip}");
+        }
         assert_eq!(c.publish.token.as_deref(), Some("secret-from-file"));
         // rate_burst defaults to one second's worth.
         let rate = c.publish.rate.expect("rate_limit = 50");
@@ -107,12 +116,18 @@ fn environment_overrides_the_file() {
         jail.set_env("HEARTWIRE_SERVER__LISTEN", "127.0.0.1:9000");
         jail.set_env("HEARTWIRE_SERVER__MAX_CONNECTIONS", "7");
         jail.set_env("HEARTWIRE_LOG__LEVEL", "debug");
+        jail.set_env("HEARTWIRE_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]");
         // Not a SECTION__KEY name: ignored, not an unknown-key error.
         jail.set_env("HEARTWIRE_CONFIG", "elsewhere.toml");
         let c = config::load(Path::new("h.toml")).unwrap();
         assert_eq!(c.server.listen, vec!["127.0.0.1:9000".parse().unwrap()]);
         assert_eq!(c.server.max_connections, 7);
         assert_eq!(c.log.level, "debug");
+        assert!(
+            c.server
+                .trusted_proxies
+                .contains("10.1.1.1".parse().unwrap())
+        );
         jail.set_env("HEARTWIRE_SERVER__MAX_CONECTIONS", "7");
         let err = config::load(Path::new("h.toml")).unwrap_err().to_string();
         assert!(

@@ -1003,6 +1003,48 @@ body = "hi"
     );
 }
 
+/// A client that vanishes without a close frame is logged as having left, with no close
+/// code: not as a protocol error it did not commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_is_logged_as_gone_not_as_a_protocol_error() {
+    let mut d = start(
+        &OPS_CONFIG.replace("level = \"info\"", "level = \"heartwire=debug\""),
+        &[],
+    );
+    let public = d.public;
+    let closed = |v: &Value, id: &Value| message(v) == "closed" && v["span"]["id"] == *id;
+
+    // Upgrades, then ends the TCP stream (FIN) without a close frame.
+    let eof = common::Raw::connect(public, "/news").await;
+    let opened = d.wait_log("open", |v| message(v) == "open");
+    drop(eof);
+    let id = opened["span"]["id"].clone();
+    let line = d.wait_log("closed after EOF", |v| closed(v, &id));
+    assert_eq!(
+        line["fields"]["reason"], "closed without a close frame",
+        "{line}"
+    );
+    assert!(line["fields"].get("code").is_none(), "{line}");
+
+    // Upgrades, then resets the connection (SO_LINGER 0 sends RST on close).
+    let rst = common::Raw::connect(public, "/news").await;
+    rst.stream.set_zero_linger().unwrap();
+    let opened = d.wait_log("a second open", |v| {
+        message(v) == "open" && v["span"]["id"] != id
+    });
+    drop(rst);
+    let id = opened["span"]["id"].clone();
+    let line = d.wait_log("closed after RST", |v| closed(v, &id));
+    assert_eq!(
+        line["fields"]["reason"], "connection reset, no close frame",
+        "{line}"
+    );
+    assert!(line["fields"].get("code").is_none(), "{line}");
+
+    d.signal("TERM");
+    assert!(d.wait_exit().success());
+}
+
 fn which(name: &str) -> Result<PathBuf, ()> {
     std::env::var_os("PATH")
         .into_iter()

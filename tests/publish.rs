@@ -39,12 +39,18 @@ async fn get_and_post_reach_every_client_of_the_channel_exactly_once() {
         (200, "{\"queued\":3}\n".into())
     );
     assert_eq!(
+        s.http("GET", "/receive?channel=news&msg=caf%C3%A9+1%2B1", &[], b"")
+            .await,
+        (200, "{\"queued\":3}\n".into())
+    );
+    assert_eq!(
         s.publish("/receive?channel=news", "three").await,
         (200, "{\"queued\":3}\n".into())
     );
     assert_eq!(s.publish("/receive?channel=%2Fc", "for c").await.0, 200);
     for ws in [&mut a1, &mut a2, &mut b] {
         assert_eq!(recv_text(ws).await, "one two");
+        assert_eq!(recv_text(ws).await, "café 1+1");
         assert_eq!(recv_text(ws).await, "three");
     }
     // /c saw neither news message: its first message is its own.
@@ -84,6 +90,11 @@ async fn content_types_pick_the_frame_type() {
             "application/x-www-form-urlencoded",
             b"msg=from+a+form",
             Message::text("from a form"),
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"other=1&msg=caf%C3%A9+1%2B1",
+            Message::text("café 1+1"),
         ),
     ];
     for (ctype, body, want) in cases {
@@ -154,6 +165,40 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
             vec![0xff, 0xfe],
             400,
             "not valid UTF-8",
+        ),
+        // Percent-encoded bytes that are not UTF-8 are refused as a text body is, not
+        // delivered as replacement characters.
+        (
+            "GET",
+            "/receive?msg=%ff%fe",
+            &[],
+            vec![],
+            400,
+            "not valid UTF-8",
+        ),
+        (
+            "GET",
+            "/receive?channel=news&msg=ok%C3",
+            &[],
+            vec![],
+            400,
+            "message (`msg`) is not valid UTF-8",
+        ),
+        (
+            "POST",
+            "/receive?channel=%ff%fe",
+            &[],
+            b"x".to_vec(),
+            400,
+            "`channel` is not valid UTF-8",
+        ),
+        (
+            "POST",
+            "/receive",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            b"msg=%ff%fe".to_vec(),
+            400,
+            "(form field `msg`) is not valid UTF-8",
         ),
         (
             "POST",

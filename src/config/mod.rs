@@ -6,11 +6,13 @@
 
 mod load;
 pub mod origin;
+mod proxies;
 mod raw;
 mod types;
 mod validate;
 
 pub use load::{effective_toml, from_toml, load};
+pub use proxies::{MAX_TRUSTED_PROXIES, TrustedProxies, trusted_proxies};
 pub use raw::RawConfig;
 pub use types::*;
 pub use validate::check_channel;

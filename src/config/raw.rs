@@ -54,6 +54,8 @@ pub(super) struct RawServer {
     pub(super) drain_period: Duration,
     #[serde(with = "humantime_serde")]
     pub(super) reconnect_jitter: Duration,
+    pub(super) trusted_proxies: Vec<String>,
+    pub(super) proxy_protocol: bool,
 }
 
 impl Default for RawServer {
@@ -72,6 +74,8 @@ impl Default for RawServer {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             drain_period: DEFAULT_DRAIN_PERIOD,
             reconnect_jitter: DEFAULT_RECONNECT_JITTER,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }

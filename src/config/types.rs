@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::origin::Origins;
+use super::proxies::TrustedProxies;
 use crate::heartbeat::Policy;
 
 /// Where the daemon listens when the file says nothing.
@@ -108,6 +109,10 @@ pub struct ServerConfig {
     pub drain_period: Duration,
     /// Drained clients are told to reconnect after a random delay up to this.
     pub reconnect_jitter: Duration,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` (and PROXY headers) are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header.
+    pub proxy_protocol: bool,
 }
 
 /// `[admin]`: the operators' listener (health, metrics, connections).

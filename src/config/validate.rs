@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::origin::{OriginPattern, Origins};
+use super::proxies::trusted_proxies;
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawServer};
 use super::types::*;
 use crate::heartbeat::{Policy, RawPolicy};
@@ -254,6 +255,9 @@ fn server(raw: RawServer, invalid: &Invalid) -> Result<ServerConfig, ConfigError
         write_timeout: raw.write_timeout,
         drain_period: raw.drain_period,
         reconnect_jitter: raw.reconnect_jitter,
+        trusted_proxies: trusted_proxies(&raw.trusted_proxies)
+            .map_err(|r| invalid("server.trusted_proxies", r))?,
+        proxy_protocol: raw.proxy_protocol,
     })
 }
 

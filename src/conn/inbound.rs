@@ -89,11 +89,34 @@ fn prefixed(prefix: &str, msg: Message) -> Message {
     }
 }
 
-/// Maps a read error to the close code RFC 6455 asks for.
+/// Why a peer that vanished without the closing handshake is gone: it ended the stream
+/// (EOF, or a FIN mid-frame).
+pub(super) const NO_CLOSE_FRAME: &str = "closed without a close frame";
+/// The same, when the peer's TCP stack reset the connection.
+pub(super) const RESET: &str = "connection reset, no close frame";
+
+/// Maps a read error to the close code RFC 6455 asks for, or to [`Step::Gone`] when the
+/// peer has left and there is nobody to send a close frame to.
 pub(super) fn read_error(err: tungstenite::Error) -> Step {
+    use std::io::ErrorKind;
     use tungstenite::Error as E;
+    use tungstenite::error::ProtocolError;
     let (code, reason) = match &err {
         E::ConnectionClosed | E::AlreadyClosed => return Step::Gone("closed by peer".into()),
+        // tungstenite reports a stream that ends before a close frame as a protocol error;
+        // it is a departure (a killed tab, a dropped network), not a broken client, and
+        // answering it with 1002 would only wait on a dead socket.
+        E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            return Step::Gone(NO_CLOSE_FRAME.into());
+        }
+        E::Io(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+            ) =>
+        {
+            return Step::Gone(RESET.into());
+        }
         E::Io(e) => return Step::Gone(format!("read failed: {e}")),
         E::Protocol(p) => (close::PROTOCOL_ERROR, format!("protocol error: {p}")),
         E::Capacity(tungstenite::error::CapacityError::MessageTooLong { size, max_size }) => (
@@ -108,4 +131,70 @@ pub(super) fn read_error(err: tungstenite::Error) -> Step {
         other => (close::PROTOCOL_ERROR, other.to_string()),
     };
     Step::Close(code, reason, Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+
+    fn gone(step: Step) -> String {
+        match step {
+            Step::Gone(reason) => reason,
+            Step::Close(code, reason, _) => panic!("closed with {code} {reason:?}, not gone"),
+            Step::Continue | Step::Stuck(_) => panic!("neither gone nor closed"),
+        }
+    }
+
+    #[test]
+    fn a_peer_that_vanishes_is_gone_not_a_protocol_error() {
+        use tungstenite::Error as E;
+        let cases = [
+            (
+                E::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                NO_CLOSE_FRAME,
+            ),
+            (E::Io(io::ErrorKind::ConnectionReset.into()), RESET),
+            (E::Io(io::ErrorKind::ConnectionAborted.into()), RESET),
+            (E::Io(io::ErrorKind::BrokenPipe.into()), RESET),
+            (E::ConnectionClosed, "closed by peer"),
+        ];
+        for (err, want) in cases {
+            let shown = err.to_string();
+            assert_eq!(gone(read_error(err)), want, "for {shown}");
+        }
+        // A real protocol violation still gets 1002.
+        match read_error(E::Protocol(ProtocolError::UnmaskedFrameFromClient)) {
+            Step::Close(code, reason, _) => {
+                assert_eq!(code, close::PROTOCOL_ERROR);
+                assert!(reason.starts_with("protocol error:"), "{reason}");
+            }
+            _ => panic!("an unmasked frame must close with 1002"),
+        }
+    }
+
+    /// What tungstenite itself reports when a client's stream ends without a close frame,
+    /// between frames and in the middle of one.
+    #[tokio::test]
+    async fn eof_without_a_close_frame_maps_to_gone() {
+        for sent in [&b""[..], &[0x81, 0x85, 1, 2][..]] {
+            let (server, mut client) = tokio::io::duplex(64);
+            let mut ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+            client.write_all(sent).await.unwrap();
+            drop(client);
+            let err = ws
+                .next()
+                .await
+                .expect("an error, not the end of the stream")
+                .expect_err("no message was sent");
+            assert_eq!(gone(read_error(err)), NO_CLOSE_FRAME, "after {sent:?}");
+        }
+    }
 }

@@ -9,10 +9,11 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::state::Edge;
-use super::{handshake, publish};
+use super::{forwarded, handshake, publish};
 use crate::http::{self, Body};
 
-/// Answers one request.
+/// Answers one request that came over a connection from `peer` (the address its PROXY
+/// header named, when there was one).
 pub(super) async fn dispatch(
     edge: &Arc<Edge>,
     peer: SocketAddr,
@@ -34,7 +35,8 @@ pub(super) async fn dispatch(
         return res;
     }
     if let Some(route) = edge.hub.route(path) {
-        return match handshake::upgrade(edge, &config, &route, peer, req) {
+        let client = forwarded::client(peer, req.headers(), &config.server.trusted_proxies);
+        return match handshake::upgrade(edge, &config, &route, client, req) {
             Ok(res) => res,
             Err(refused) => {
                 edge.metrics.rejected(refused.why);

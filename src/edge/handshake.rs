@@ -42,8 +42,9 @@ fn refuse<T>(why: Rejection, refusal: Refusal) -> Result<T, Refused> {
     Err(Refused { why, refusal })
 }
 
-/// Answers an HTTP request for the WebSocket route `live`: 101 and a connection task,
-/// or a refusal saying how to fix the request.
+/// Answers an HTTP request for the WebSocket route `live` from `peer` (the client's
+/// address, as trusted proxies tell it): 101 and a connection task, or a refusal saying
+/// how to fix the request.
 pub(super) fn upgrade(
     edge: &Arc<Edge>,
     config: &Config,

@@ -1,5 +1,6 @@
 //! The accept loop and one TCP connection's HTTP: bounded by `server.max_http_connections`
-//! and `handshake_timeout`, served by hyper until it ends or becomes a WebSocket.
+//! and `handshake_timeout`, served by hyper until it ends or becomes a WebSocket. With
+//! `server.proxy_protocol`, the connection's PROXY header is read first.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,13 +10,16 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::dispatch::dispatch;
 use super::limits::HttpSlot;
+use super::proxy_protocol::{self, Prefixed};
 use super::state::Edge;
+use crate::metrics::Rejection;
 
 /// How long, at shutdown, a request already being received may take to finish.
 const IN_FLIGHT_ON_SHUTDOWN: Duration = Duration::from_secs(1);
@@ -61,19 +65,68 @@ pub async fn accept_loop(edge: Arc<Edge>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let edge2 = edge.clone();
-        edge.tracker
-            .spawn(serve_connection(edge2, stream, peer, slot));
+        if edge.config.borrow().server.proxy_protocol {
+            edge.tracker.spawn(serve_proxied(edge2, stream, peer, slot));
+        } else {
+            edge.tracker
+                .spawn(serve_connection(edge2, stream, peer, slot));
+        }
     }
 }
 
-/// Serves one TCP connection's HTTP, holding its place in `server.max_http_connections`
-/// until it ends or becomes a WebSocket (hyper hands the socket over and returns).
-async fn serve_connection(
-    edge: Arc<Edge>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    _slot: HttpSlot,
-) {
+/// Reads a connection's PROXY header (within `handshake_timeout` and
+/// [`proxy_protocol::MAX_HEADER`] bytes), then serves it as coming from the address the
+/// header names. Closed without a word when the peer may not speak for others (outside a
+/// non-empty `server.trusted_proxies`) or its header is missing or invalid: whatever it
+/// sent is not HTTP we could answer.
+async fn serve_proxied(edge: Arc<Edge>, mut stream: TcpStream, peer: SocketAddr, slot: HttpSlot) {
+    let (timeout, trusted) = {
+        let config = edge.config.borrow();
+        let server = &config.server;
+        (
+            server.handshake_timeout,
+            server.trusted_proxies.is_empty() || server.trusted_proxies.contains(peer.ip()),
+        )
+    };
+    if !trusted {
+        edge.metrics.rejected(Rejection::UntrustedProxy);
+        debug!(
+            %peer,
+            "connection closed: server.proxy_protocol is on and the peer is not in server.trusted_proxies"
+        );
+        return;
+    }
+    let header = tokio::select! {
+        () = edge.shutdown.cancelled() => return,
+        read = tokio::time::timeout(timeout, proxy_protocol::read_header(&mut stream)) => read,
+    };
+    let header = match header {
+        Ok(Ok(header)) => header,
+        Ok(Err(err)) => {
+            edge.metrics.rejected(Rejection::ProxyHeader);
+            debug!(%peer, error = %err, "connection closed");
+            return;
+        }
+        Err(_) => {
+            edge.metrics.rejected(Rejection::ProxyHeader);
+            debug!(
+                %peer,
+                "connection closed: no PROXY header within server.handshake_timeout"
+            );
+            return;
+        }
+    };
+    let client = header.source.unwrap_or(peer);
+    serve_connection(edge, Prefixed::new(header.rest, stream), client, slot).await;
+}
+
+/// Serves one connection's HTTP, holding its place in `server.max_http_connections`
+/// until it ends or becomes a WebSocket (hyper hands the socket over and returns). `peer`
+/// is the client's address (the PROXY header's when there was one).
+async fn serve_connection<S>(edge: Arc<Edge>, stream: S, peer: SocketAddr, _slot: HttpSlot)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let timeout = edge.config.borrow().server.handshake_timeout;
     let svc_edge = edge.clone();
     let service = service_fn(move |req| {

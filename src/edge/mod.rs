@@ -1,11 +1,15 @@
 //! The edge: everything that speaks HTTP to the outside. The accept loop and connection
-//! limits ([`listener`], [`limits`]), request routing ([`dispatch`]), the WebSocket upgrade
-//! ([`handshake`]), and the publish endpoint ([`publish`], [`rate_limit`]).
+//! limits ([`listener`], [`limits`]), who the client is behind a proxy ([`proxy_protocol`],
+//! [`forwarded`]), request routing ([`dispatch`]), the WebSocket upgrade ([`handshake`]),
+//! and the publish endpoint ([`publish`], [`form`], [`rate_limit`]).
 
 mod dispatch;
+mod form;
+mod forwarded;
 mod handshake;
 pub mod limits;
 mod listener;
+mod proxy_protocol;
 mod publish;
 mod rate_limit;
 mod state;

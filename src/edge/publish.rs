@@ -14,6 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::form;
 use super::rate_limit::RateLimit;
 use crate::config::{PublishConfig, check_channel};
 use crate::fanout::{Broker, BrokerError, DeliveryError, Receipt, Target};
@@ -64,26 +65,39 @@ async fn publish(
     throttle(config, limit)?;
     let mut channel = None;
     let mut msg = None;
-    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
+    // The last of each wins, as with Tornado's get_argument.
+    for (k, v) in form::pairs(req.uri().query().unwrap_or_default().as_bytes()) {
         match &*k {
-            "channel" => channel = Some(v.into_owned()),
-            "msg" => msg = Some(v.into_owned()),
+            b"channel" => channel = Some(v),
+            b"msg" => msg = Some(v),
             _ => {}
         }
     }
     let target = match channel {
         None => Target::All,
-        Some(name) => {
+        Some(raw) => {
+            let name = form::decode(raw).map_err(|_| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "`channel` is not valid UTF-8 once percent-decoded: channel names use A-Z a-z 0-9 / _ . : -",
+                )
+            })?;
             check_channel(&name).map_err(|r| Refusal::new(StatusCode::BAD_REQUEST, r))?;
             Target::Channel(name)
         }
     };
     let message = match *req.method() {
         Method::GET if config.allow_get => {
-            let text = msg.ok_or_else(|| {
+            let raw = msg.ok_or_else(|| {
                 Refusal::new(
                     StatusCode::BAD_REQUEST,
                     "missing `msg` query parameter: GET <path>?msg=TEXT",
+                )
+            })?;
+            let text = form::decode(raw).map_err(|_| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "message (`msg`) is not valid UTF-8 once percent-decoded: percent-encode UTF-8 text, or POST binary data as application/octet-stream",
                 )
             })?;
             Message::text(text)
@@ -221,15 +235,23 @@ async fn read_message(
     };
     match kind {
         Kind::Binary => Ok(Message::Binary(bytes)),
-        Kind::Form => form_urlencoded::parse(&bytes)
-            .find(|(k, _)| k == "msg")
-            .map(|(_, v)| Message::text(v.into_owned()))
-            .ok_or_else(|| {
+        Kind::Form => {
+            let raw = form::pairs(&bytes)
+                .find(|(k, _)| **k == *b"msg")
+                .map(|(_, v)| v)
+                .ok_or_else(|| {
+                    Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "form body has no `msg` field: send msg=TEXT, or the raw message as text/plain",
+                    )
+                })?;
+            form::decode(raw).map(Message::text).map_err(|_| {
                 Refusal::new(
                     StatusCode::BAD_REQUEST,
-                    "form body has no `msg` field: send msg=TEXT, or the raw message as text/plain",
+                    "message (form field `msg`) is not valid UTF-8 once percent-decoded: send binary data as application/octet-stream",
                 )
-            }),
+            })
+        }
         Kind::Text => Utf8Bytes::try_from(bytes)
             .map(Message::Text)
             .map_err(|_| not_utf8()),

@@ -4,8 +4,10 @@
 //! - heartbeat policies: existing connections, from their next tick;
 //! - routes added or removed: at once (removed routes close their clients with 1001);
 //! - origins, welcome, prefixes, on_message: new handshakes;
-//! - publish token and limits, connection limits: the next request or handshake;
-//! - `server.outbound_queue_bytes`, `write_timeout`, message sizes: new connections;
+//! - publish token and limits, connection limits, `server.trusted_proxies`: the next
+//!   request or handshake;
+//! - `server.outbound_queue_bytes`, `write_timeout`, message sizes, `proxy_protocol`: new
+//!   connections;
 //! - `server.listen`, `server.outbound_queue`, `[admin]` and `[log] dir`: only after a restart.
 
 use std::path::Path;
