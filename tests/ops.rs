@@ -553,10 +553,16 @@ async fn metrics_reflect_a_scripted_scenario() {
 async fn a_fresh_daemon_exports_every_known_series_at_zero() {
     let mut d = start(SCENARIO, &[]);
     let m = d.metrics().await;
-    let mut zeros: Vec<String> = ["origin", "limit", "bad_handshake"]
-        .iter()
-        .map(|r| format!(r#"heartwire_connections_rejected_total{{reason="{r}"}}"#))
-        .collect();
+    let mut zeros: Vec<String> = [
+        "origin",
+        "limit",
+        "bad_handshake",
+        "proxy_header",
+        "untrusted_proxy",
+    ]
+    .iter()
+    .map(|r| format!(r#"heartwire_connections_rejected_total{{reason="{r}"}}"#))
+    .collect();
     zeros.extend(
         [200, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503]
             .iter()

@@ -1,132 +1,19 @@
-//! Prometheus metrics: plain counters shared through an `Arc<Metrics>` (no globals),
-//! rendered as OpenMetrics text by the admin listener's `GET /metrics`.
-//!
-//! Hot paths never look a label set up: a connection resolves its route's counters once
-//! at its handshake ([`RouteCounters`]) and its policy's when the policy changes
-//! ([`PolicyCounters`]); each is a clone sharing the family's atomic.
+//! [`Metrics`]: every family heartwire exports, registered once, and the scrape.
 
 use std::fmt;
-use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio_tungstenite::tungstenite::Message;
 
+use super::counters::{PolicyCounters, RouteCounters};
+use super::labels::*;
 use crate::heartbeat::Strategy;
 use crate::process::ProcessCollector;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Why a WebSocket handshake was refused (the `reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// The route's `origins` do not allow the client's Origin (403).
-    Origin,
-    /// `server.max_connections` reached (503).
-    Limit,
-    /// Not a valid WebSocket upgrade: method, headers, version or key (405/426/400).
-    BadHandshake,
-    /// `server.proxy_protocol`: a connection without a valid PROXY header (closed).
-    ProxyHeader,
-    /// `server.proxy_protocol`: a connection from outside `server.trusted_proxies` (closed).
-    UntrustedProxy,
-}
-
-impl Rejection {
-    /// Every reason, so each series exists (at 0) from the start.
-    const ALL: [Self; 3] = [Self::Origin, Self::Limit, Self::BadHandshake];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Origin => "origin",
-            Self::Limit => "limit",
-            Self::BadHandshake => "bad_handshake",
-            Self::ProxyHeader => "proxy_header",
-            Self::UntrustedProxy => "untrusted_proxy",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabel {
-    route: String,
-}
-
-/// What the slow-consumer handling did to a client (the `action` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlowAction {
-    /// Closed with 1008: it fell behind under `slow_consumer = "disconnect"`.
-    Disconnect,
-    /// Skipped messages it had fallen behind on (`drop-oldest`, `keep-latest`).
-    Skip,
-    /// Dropped: a write to it blocked for `server.write_timeout`.
-    WriteTimeout,
-}
-
-impl SlowAction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Disconnect => "disconnect",
-            Self::Skip => "skip",
-            Self::WriteTimeout => "write_timeout",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteAction {
-    route: String,
-    action: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteKind {
-    route: String,
-    kind: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Reason {
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Status {
-    status: u16,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PolicyStrategy {
-    policy: String,
-    strategy: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PolicyLabel {
-    policy: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Outcome {
-    result: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Build {
-    version: &'static str,
-}
-
-type RttFamily = Family<PolicyLabel, Histogram, fn() -> Histogram>;
-
-fn rtt_histogram() -> Histogram {
-    // 1 ms to ~16 s, doubling: LAN pongs land low, a phone on a bad cell high.
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
-}
 
 /// Every metric heartwire exports, and the registry that renders them.
 pub struct Metrics {
@@ -479,108 +366,12 @@ impl Metrics {
     }
 }
 
-/// One route's counters, as a connection holds them.
-#[derive(Debug, Clone, Default)]
-pub struct RouteCounters {
-    open: Gauge,
-    accepted: Counter,
-    sent_text: Counter,
-    sent_binary: Counter,
-    received_text: Counter,
-    received_binary: Counter,
-    bytes_out: Counter,
-    slow_disconnect: Counter,
-    slow_skip: Counter,
-    slow_write_timeout: Counter,
-    dropped: Counter,
-}
-
-impl RouteCounters {
-    /// A connection was accepted and is open.
-    pub fn opened(&self) {
-        self.accepted.inc();
-        self.open.inc();
-    }
-
-    /// A connection closed.
-    pub fn closed(&self) {
-        self.open.dec();
-    }
-
-    /// A data message is being written.
-    pub fn sent(&self, msg: &Message) {
-        match msg {
-            Message::Text(t) => {
-                self.sent_text.inc();
-                self.bytes(t.len());
-            }
-            Message::Binary(b) => {
-                self.sent_binary.inc();
-                self.bytes(b.len());
-            }
-            other => self.bytes(other.len()),
-        }
-    }
-
-    /// A data message arrived.
-    pub fn received(&self, msg: &Message) {
-        match msg {
-            Message::Text(_) => self.received_text.inc(),
-            Message::Binary(_) => self.received_binary.inc(),
-            _ => return,
-        };
-    }
-
-    /// Payload bytes written that are not data messages (heartbeats).
-    pub fn bytes(&self, n: usize) {
-        self.bytes_out.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
-    }
-
-    /// The connection read too slowly, and this was done about it.
-    pub fn slow(&self, action: SlowAction) {
-        match action {
-            SlowAction::Disconnect => &self.slow_disconnect,
-            SlowAction::Skip => &self.slow_skip,
-            SlowAction::WriteTimeout => &self.slow_write_timeout,
-        }
-        .inc();
-    }
-
-    /// The connection skipped `n` messages.
-    pub fn dropped(&self, n: u64) {
-        self.dropped.inc_by(n);
-    }
-}
-
-/// One policy's counters, as a connection holds them.
-#[derive(Debug, Clone)]
-pub struct PolicyCounters {
-    pings: Counter,
-    pongs: Counter,
-    timeouts: Counter,
-    rtt: Histogram,
-}
-
-impl PolicyCounters {
-    /// A ping is being written.
-    pub fn ping(&self) {
-        self.pings.inc();
-    }
-
-    /// A pong answered a remembered ping after `rtt`.
-    pub fn pong(&self, rtt: Duration) {
-        self.pongs.inc();
-        self.rtt.observe(rtt.as_secs_f64());
-    }
-
-    /// The peer was declared dead.
-    pub fn timeout(&self) {
-        self.timeouts.inc();
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio_tungstenite::tungstenite::Message;
+
     use super::*;
 
     #[test]

@@ -1,0 +1,111 @@
+//! The handles a connection holds: its route's counters and its policy's, resolved once
+//! so hot paths never look a label set up.
+
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::labels::SlowAction;
+
+/// One route's counters, as a connection holds them.
+#[derive(Debug, Clone, Default)]
+pub struct RouteCounters {
+    pub(super) open: Gauge,
+    pub(super) accepted: Counter,
+    pub(super) sent_text: Counter,
+    pub(super) sent_binary: Counter,
+    pub(super) received_text: Counter,
+    pub(super) received_binary: Counter,
+    pub(super) bytes_out: Counter,
+    pub(super) slow_disconnect: Counter,
+    pub(super) slow_skip: Counter,
+    pub(super) slow_write_timeout: Counter,
+    pub(super) dropped: Counter,
+}
+
+impl RouteCounters {
+    /// A connection was accepted and is open.
+    pub fn opened(&self) {
+        self.accepted.inc();
+        self.open.inc();
+    }
+
+    /// A connection closed.
+    pub fn closed(&self) {
+        self.open.dec();
+    }
+
+    /// A data message is being written.
+    pub fn sent(&self, msg: &Message) {
+        match msg {
+            Message::Text(t) => {
+                self.sent_text.inc();
+                self.bytes(t.len());
+            }
+            Message::Binary(b) => {
+                self.sent_binary.inc();
+                self.bytes(b.len());
+            }
+            other => self.bytes(other.len()),
+        }
+    }
+
+    /// A data message arrived.
+    pub fn received(&self, msg: &Message) {
+        match msg {
+            Message::Text(_) => self.received_text.inc(),
+            Message::Binary(_) => self.received_binary.inc(),
+            _ => return,
+        };
+    }
+
+    /// Payload bytes written that are not data messages (heartbeats).
+    pub fn bytes(&self, n: usize) {
+        self.bytes_out.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// The connection read too slowly, and this was done about it.
+    pub fn slow(&self, action: SlowAction) {
+        match action {
+            SlowAction::Disconnect => &self.slow_disconnect,
+            SlowAction::Skip => &self.slow_skip,
+            SlowAction::WriteTimeout => &self.slow_write_timeout,
+        }
+        .inc();
+    }
+
+    /// The connection skipped `n` messages.
+    pub fn dropped(&self, n: u64) {
+        self.dropped.inc_by(n);
+    }
+}
+
+/// One policy's counters, as a connection holds them.
+#[derive(Debug, Clone)]
+pub struct PolicyCounters {
+    pub(super) pings: Counter,
+    pub(super) pongs: Counter,
+    pub(super) timeouts: Counter,
+    pub(super) rtt: Histogram,
+}
+
+impl PolicyCounters {
+    /// A ping is being written.
+    pub fn ping(&self) {
+        self.pings.inc();
+    }
+
+    /// A pong answered a remembered ping after `rtt`.
+    pub fn pong(&self, rtt: Duration) {
+        self.pongs.inc();
+        self.rtt.observe(rtt.as_secs_f64());
+    }
+
+    /// The peer was declared dead.
+    pub fn timeout(&self) {
+        self.timeouts.inc();
+    }
+}
