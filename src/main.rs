@@ -56,7 +56,10 @@ fn main() -> ExitCode {
     let config = match config::load(&path) {
         Ok(c) => c,
         Err(err) => {
-            eprintln!("heartwire: invalid config: {err}");
+            // One line per problem, each naming the file (or variable), the key and the fix.
+            for line in err.lines() {
+                eprintln!("{line}");
+            }
             return ExitCode::from(2);
         }
     };

@@ -124,6 +124,36 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
+fn every_validation_problem_is_reported_one_line_each() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config/invalid/many-problems.toml");
+    let name = file.display().to_string();
+    let want = [
+        "`server.listen`: `localhost` is not an IP:port address",
+        "`server.max_http_connections`: must be greater than 0",
+        "`admin.listen`: `9090` is not an IP:port address",
+        "`heartbeat.app.max_missed`: must be at least 1",
+        "`route[1].path`: `/ws` is already used",
+    ];
+    let check = |lines: &[&str]| {
+        assert_eq!(lines.len(), want.len(), "{lines:#?}");
+        for (line, want) in lines.iter().zip(want) {
+            assert!(line.starts_with(&format!("{name}: ")), "{line}");
+            assert!(line.contains(want), "got {line}\nwant {want}");
+        }
+    };
+    Jail::expect_with(|_| {
+        let err = config::load(&file).unwrap_err().to_string();
+        check(&err.lines().collect::<Vec<_>>());
+        Ok(())
+    });
+    let (code, out, err) = heartwire(&["check", "--config", &name]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(out, "");
+    check(&err.lines().collect::<Vec<_>>());
+}
+
+#[test]
 fn a_missing_file_is_named() {
     Jail::expect_with(|_| {
         let err = config::load(Path::new("/nonexistent/heartwire.toml"))

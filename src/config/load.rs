@@ -21,13 +21,14 @@ pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
     if raw.publish.token.is_some() {
         raw.publish.token = Some("<redacted>".into());
     }
-    toml::to_string_pretty(&raw).map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))
+    toml::to_string_pretty(&raw)
+        .map_err(|e| ConfigError::Parse(vec![format!("{}: {e}", path.display())]))
 }
 
 /// The file plus the environment, parsed but not yet validated.
 fn raw(path: &Path) -> Result<RawConfig, ConfigError> {
     // The message names the file.
-    let text = read_bounded(path, MAX_CONFIG_FILE).map_err(ConfigError::Parse)?;
+    let text = read_bounded(path, MAX_CONFIG_FILE).map_err(|e| ConfigError::Parse(vec![e]))?;
     Figment::new()
         .merge(Toml::string(&text))
         // Only SECTION__KEY names: HEARTWIRE_CONFIG and friends are not config keys.
@@ -66,7 +67,7 @@ fn parse_error(path: &Path, err: figment::Error) -> ConfigError {
             }
         })
         .collect();
-    ConfigError::Parse(lines.join("\n"))
+    ConfigError::Parse(lines)
 }
 
 /// `["route", "0", "path"]` -> `route[0].path`, the spelling validation errors use too.

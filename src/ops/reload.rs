@@ -29,7 +29,10 @@ pub fn reload(path: &Path, served: &Served, config_tx: &watch::Sender<Arc<Config
             true
         }
         Err(err) => {
-            error!("reload refused, keeping the running config: {err}");
+            // One event per problem: each stays one line in the journal.
+            for line in err.lines() {
+                error!("reload refused, keeping the running config: {line}");
+            }
             false
         }
     }
