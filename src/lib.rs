@@ -13,7 +13,8 @@
 //! - [`fanout`]: routes, their connections and rings, the broker, the drain;
 //! - [`metrics`]: the counters every layer above pushes to;
 //! - [`config`]: the file, validated; [`heartbeat`]: policies and strategies;
-//! - leaves: [`wire`] (frames encoded once), [`http`] (responses), [`close`] (codes).
+//! - leaves: [`wire`] (frames encoded once), [`http`] (responses), [`close`] (codes),
+//!   [`duration`] (durations as written in the config).
 //!
 //! See docs/architecture.md for the data flow and how to extend each layer.
 
@@ -24,6 +25,7 @@ mod close;
 pub mod config;
 mod conn;
 mod daemon;
+pub mod duration;
 mod edge;
 pub mod fanout;
 pub mod heartbeat;

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::types::*;
+use crate::duration::HumanDuration;
 use crate::heartbeat::RawPolicy;
 
 /// The TOML as written.
@@ -39,21 +39,16 @@ pub(super) struct RawServer {
     pub(super) listen: Listen,
     pub(super) max_connections: usize,
     pub(super) max_connections_per_ip: usize,
-    #[serde(with = "humantime_serde")]
-    pub(super) shutdown_grace: Duration,
-    #[serde(with = "humantime_serde")]
-    pub(super) handshake_timeout: Duration,
+    pub(super) shutdown_grace: HumanDuration,
+    pub(super) handshake_timeout: HumanDuration,
     pub(super) max_message_size: usize,
     pub(super) max_frame_size: Option<usize>,
     pub(super) outbound_queue: usize,
     pub(super) outbound_queue_bytes: usize,
     pub(super) max_http_connections: usize,
-    #[serde(with = "humantime_serde")]
-    pub(super) write_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub(super) drain_period: Duration,
-    #[serde(with = "humantime_serde")]
-    pub(super) reconnect_jitter: Duration,
+    pub(super) write_timeout: HumanDuration,
+    pub(super) drain_period: HumanDuration,
+    pub(super) reconnect_jitter: HumanDuration,
 }
 
 impl Default for RawServer {
@@ -62,16 +57,16 @@ impl Default for RawServer {
             listen: Listen::One(DEFAULT_LISTEN.into()),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown_grace: HumanDuration::from(DEFAULT_SHUTDOWN_GRACE),
+            handshake_timeout: HumanDuration::from(DEFAULT_HANDSHAKE_TIMEOUT),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: None,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            drain_period: DEFAULT_DRAIN_PERIOD,
-            reconnect_jitter: DEFAULT_RECONNECT_JITTER,
+            write_timeout: HumanDuration::from(DEFAULT_WRITE_TIMEOUT),
+            drain_period: HumanDuration::from(DEFAULT_DRAIN_PERIOD),
+            reconnect_jitter: HumanDuration::from(DEFAULT_RECONNECT_JITTER),
         }
     }
 }

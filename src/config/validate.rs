@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::origin::{OriginPattern, Origins};
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
 use super::types::*;
+use crate::duration::HumanDuration;
 use crate::heartbeat::{Policy, RawPolicy};
 
 impl Config {
@@ -206,12 +207,12 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
     );
     let handshake_timeout = p.take(
         "server.handshake_timeout",
-        nonzero_duration(raw.handshake_timeout),
+        nonzero_duration(&raw.handshake_timeout),
     );
-    let write_timeout = p.take("server.write_timeout", nonzero_duration(raw.write_timeout));
-    let shutdown_grace = p.take("server.shutdown_grace", duration(raw.shutdown_grace));
-    let drain_period = p.take("server.drain_period", duration(raw.drain_period));
-    let reconnect_jitter = p.take("server.reconnect_jitter", duration(raw.reconnect_jitter));
+    let write_timeout = p.take("server.write_timeout", nonzero_duration(&raw.write_timeout));
+    let shutdown_grace = p.take("server.shutdown_grace", duration(&raw.shutdown_grace));
+    let drain_period = p.take("server.drain_period", duration(&raw.drain_period));
+    let reconnect_jitter = p.take("server.reconnect_jitter", duration(&raw.reconnect_jitter));
     let max_frame_size = raw.max_frame_size.unwrap_or(raw.max_message_size);
     let mut max_frame_size = p.take(
         "server.max_frame_size",
@@ -358,8 +359,8 @@ fn policy(name: &str, raw: RawPolicy, p: &mut Problems) -> Option<Option<Policy>
     let key = |field: &str| format!("heartbeat.{name}.{field}");
     let mut ok = true;
     for (field, value) in [
-        ("ping_interval", raw.ping_interval),
-        ("ping_timeout", raw.ping_timeout),
+        ("ping_interval", &raw.ping_interval),
+        ("ping_timeout", &raw.ping_timeout),
     ] {
         if let Some(value) = value {
             ok &= p.take(&key(field), duration(value)).is_some();
@@ -454,21 +455,19 @@ fn within(value: usize, max: usize) -> Result<usize, String> {
     Ok(value)
 }
 
-fn nonzero_duration(value: Duration) -> Result<Duration, String> {
-    if value.is_zero() {
+fn nonzero_duration(value: &HumanDuration) -> Result<Duration, String> {
+    if value.get().is_zero() {
         return Err("must be greater than 0, e.g. \"5s\" or \"250ms\"".into());
     }
     duration(value)
 }
 
-fn duration(value: Duration) -> Result<Duration, String> {
-    if value > MAX_DURATION {
-        return Err(format!(
-            "{} is longer than the limit of 24h",
-            humantime::format_duration(value)
-        ));
+/// Within [`MAX_DURATION`]; the message quotes the value as written.
+fn duration(value: &HumanDuration) -> Result<Duration, String> {
+    if value.get() > MAX_DURATION {
+        return Err(format!("`{value}` is longer than the limit of 24h"));
     }
-    Ok(value)
+    Ok(value.get())
 }
 
 fn check_path(path: &str) -> Result<(), String> {
