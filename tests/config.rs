@@ -115,10 +115,39 @@ fn environment_overrides_the_file() {
         assert_eq!(c.log.level, "debug");
         jail.set_env("HEARTWIRE_SERVER__MAX_CONECTIONS", "7");
         let err = config::load(Path::new("h.toml")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "environment variable HEARTWIRE_SERVER__MAX_CONECTIONS: `server.max_conections`: unknown key \
+             (did you mean HEARTWIRE_SERVER__MAX_CONNECTIONS?); [server] has: listen, max_connections, \
+             max_connections_per_ip, shutdown_grace, handshake_timeout, max_message_size, \
+             max_frame_size, outbound_queue, outbound_queue_bytes, max_http_connections, \
+             write_timeout, drain_period, reconnect_jitter"
+        );
+        Ok(())
+    });
+    // A value error names the variable too.
+    Jail::expect_with(|jail| {
+        jail.create_file("h.toml", "")?;
+        jail.set_env("HEARTWIRE_SERVER__SHUTDOWN_GRACE", "5");
+        let err = config::load(Path::new("h.toml")).unwrap_err().to_string();
         assert!(
-            err.contains("max_conections") && err.contains("environment"),
+            err.starts_with("environment variable HEARTWIRE_SERVER__SHUTDOWN_GRACE: `server.shutdown_grace`: 5 has no unit")
+                && err.contains("\"5s\""),
             "{err}"
         );
+        Ok(())
+    });
+    // One underscore: a typo, not somebody else's variable.
+    Jail::expect_with(|jail| {
+        jail.create_file("h.toml", "")?;
+        jail.set_env("HEARTWIRE_SERVER_LISTEN", "127.0.0.1:9000");
+        jail.set_env("HEARTWIRE_CONFIG", "elsewhere.toml");
+        let err = config::load(Path::new("h.toml")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("environment variable HEARTWIRE_SERVER_LISTEN: names no config key (did you mean HEARTWIRE_SERVER__LISTEN?)"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
         Ok(())
     });
 }
