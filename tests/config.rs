@@ -183,6 +183,22 @@ fn every_validation_problem_is_reported_one_line_each() {
 }
 
 #[test]
+fn log_levels_are_read_as_people_write_them() {
+    for (written, level) in [
+        ("WARNING", "warn"),
+        ("err", "error"),
+        ("heartwire=Warning,info", "heartwire=warn,info"),
+    ] {
+        let c = config::from_toml(
+            &format!("[log]\nlevel = \"{written}\"\n"),
+            Path::new("l.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{written}: {e}"));
+        assert_eq!(c.log.level, level);
+    }
+}
+
+#[test]
 fn a_missing_file_is_named() {
     Jail::expect_with(|_| {
         let err = config::load(Path::new("/nonexistent/heartwire.toml"))

@@ -121,7 +121,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter: `info`, `heartwire=debug`, ...
+    /// A tracing filter: `info`, `heartwire=debug,warn`, ... Once validated, every level
+    /// is spelled as tracing reads it (`warning` becomes `warn`).
     pub level: String,
     /// `text` (human) or `json` (one object per line).
     pub format: LogFormat,

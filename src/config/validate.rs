@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::log_filter;
 use super::origin::{OriginPattern, Origins};
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
 use super::types::*;
@@ -249,17 +250,8 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
     })
 }
 
-fn log(raw: LogConfig, p: &mut Problems) -> Option<LogConfig> {
-    if let Err(err) = tracing_subscriber::EnvFilter::try_new(&raw.level) {
-        p.add(
-            "log.level",
-            format!(
-                "`{}` is not a log filter ({err}); use error, warn, info, debug or trace",
-                raw.level
-            ),
-        );
-        return None;
-    }
+fn log(mut raw: LogConfig, p: &mut Problems) -> Option<LogConfig> {
+    raw.level = p.take("log.level", log_filter::normalise(&raw.level))?;
     Some(raw)
 }
 
