@@ -218,16 +218,64 @@ fn a_missing_file_is_named() {
 }
 
 fn heartwire(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_heartwire"))
-        .args(args)
-        .env_remove("HEARTWIRE_CONFIG")
-        .output()
-        .unwrap();
+    run(Command::new(env!("CARGO_BIN_EXE_heartwire")).args(args))
+}
+
+/// Runs the binary (without HEARTWIRE_CONFIG); exit code, stdout, stderr.
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.env_remove("HEARTWIRE_CONFIG").output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[test]
+fn token_file_may_name_a_systemd_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("publish-token"), "s3cret\n").unwrap();
+    let config = dir.path().join("heartwire.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"0.0.0.0:8080\"\n[publish]\ntoken_file = \"%credentials%/publish-token\"\n",
+    )
+    .unwrap();
+    let check = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_heartwire"));
+        cmd.args(["check", "--config", config.to_str().unwrap()]);
+        cmd
+    };
+    // Under systemd: the credentials directory is in the environment.
+    let (code, _, err) = run(check().env("CREDENTIALS_DIRECTORY", &creds));
+    assert_eq!(code, 0, "{err}");
+    // Outside systemd: the key, the variable and the fix are named.
+    let (code, _, err) = run(check().env_remove("CREDENTIALS_DIRECTORY"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "heartwire.toml: `publish.token_file`: uses %credentials% but $CREDENTIALS_DIRECTORY is not set: run under systemd with LoadCredential=publish-token:/etc/heartwire/publish-token, or give a path"
+        ),
+        "{err}"
+    );
+    // The credential a fresh install's unit hands over when the source is missing: empty.
+    std::fs::write(creds.join("publish-token"), "").unwrap();
+    let (code, _, err) = run(check().env("CREDENTIALS_DIRECTORY", &creds));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`publish.token_file`: `%credentials%/publish-token` (")
+            && err.contains("is empty: write a long random secret into the source of the unit's LoadCredential=publish-token:..., e.g. /etc/heartwire/publish-token"),
+        "{err}"
+    );
+    Jail::expect_with(|jail| {
+        jail.set_env("CREDENTIALS_DIRECTORY", creds.display());
+        std::fs::write(creds.join("publish-token"), "from-credential\n").unwrap();
+        let c = config::load(&config).unwrap();
+        assert_eq!(c.publish.token.as_deref(), Some("from-credential"));
+        Ok(())
+    });
 }
 
 #[test]

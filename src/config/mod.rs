@@ -8,6 +8,7 @@ mod load;
 mod log_filter;
 pub mod origin;
 mod raw;
+mod token_file;
 mod types;
 mod validate;
 

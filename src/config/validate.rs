@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::log_filter;
 use super::origin::{OriginPattern, Origins};
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
+use super::token_file;
 use super::types::*;
 use crate::duration::HumanDuration;
 use crate::heartbeat::{Policy, RawPolicy};
@@ -280,15 +281,9 @@ fn publish(raw: RawPublish, source: &Path, p: &mut Problems) -> Option<PublishCo
             None
         }
         (Some(t), None) => Some(Some(t)),
-        (None, Some(file)) => {
-            // A relative token_file is relative to the config file, like an include.
-            let file = match source.parent() {
-                Some(dir) if file.is_relative() => dir.join(file),
-                _ => file,
-            };
-            let text = p.take("publish.token_file", read_bounded(&file, MAX_TOKEN_FILE));
-            text.map(|t| Some(t.trim().to_owned()))
-        }
+        (None, Some(file)) => p
+            .take("publish.token_file", read_token(&file, source))
+            .map(Some),
         (None, None) => Some(None),
     };
     let token = match token {
@@ -490,6 +485,33 @@ pub fn check_channel(name: &str) -> Result<(), String> {
             "`{name}` is not a channel name: use 1 to {MAX_CHANNEL_LEN} characters from A-Z a-z 0-9 / _ . : -"
         ))
     }
+}
+
+/// The token in `publish.token_file` (`written` as in the config at `source`).
+fn read_token(written: &Path, source: &Path) -> Result<String, String> {
+    let file = token_file::resolve_here(written, source)?;
+    let credential = token_file::credential(written)?;
+    let text = read_bounded(&file, MAX_TOKEN_FILE).map_err(|e| match credential {
+        Some(name) => format!(
+            "{e} (is LoadCredential={name}:/etc/heartwire/{name} in the unit, and does its source exist?)"
+        ),
+        None => e,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(match credential {
+            Some(name) => format!(
+                "`{}` ({}) is empty: write a long random secret into the source of the unit's LoadCredential={name}:..., e.g. /etc/heartwire/{name}, and restart; or remove token_file to publish without a token",
+                written.display(),
+                file.display()
+            ),
+            None => format!(
+                "`{}` is empty: write a long random secret into it, or remove token_file to publish without a token",
+                file.display()
+            ),
+        });
+    }
+    Ok(token.to_owned())
 }
 
 /// Reads a text file of at most `max` bytes (a config names its files: `/dev/zero` must
