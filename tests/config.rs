@@ -232,6 +232,90 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 #[test]
+fn check_refuses_what_would_fail_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("logs");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let config = dir.path().join("heartwire.toml");
+    let write = |log_dir: &Path, token_file: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[log]\ndir = \"{}\"\n[publish]\ntoken_file = \"{}\"\n",
+                log_dir.display(),
+                token_file.display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = || heartwire(&["check", "--config", config.to_str().unwrap()]);
+
+    // A log.dir that is a file, a token_file that is a directory: both named, one line each.
+    write(&not_a_dir, dir.path());
+    let (code, _, err) = check();
+    assert_eq!(code, 2, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("`log.dir`: `") && lines[0].contains("/logs` is not a directory"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("`publish.token_file`: cannot read `")
+            && lines[1].contains("Is a directory"),
+        "{err}"
+    );
+
+    // Permissions, as an unprivileged user: this one, or nobody through setpriv when the
+    // tests run as root (root may write anywhere, so it would see nothing to refuse).
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if root && !setpriv.exists() {
+        eprintln!("skipped the permission checks: running as root without /usr/bin/setpriv");
+        return;
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "secret").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write(&ro, &token);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = if root {
+        let mut cmd = Command::new(setpriv);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_heartwire"));
+        cmd
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_heartwire"))
+    };
+    let (code, _, err) = run(cmd.args(["check", "--config", config.to_str().unwrap()]));
+    if root && err.starts_with("setpriv:") {
+        eprintln!("skipped the permission checks: nobody cannot run the binary here: {err}");
+        return;
+    }
+    assert_eq!(code, 2, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("`log.dir`: heartwire cannot create files in `")
+            && lines[0].contains("Permission denied"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("`publish.token_file`: cannot read `")
+            && lines[1].contains("Permission denied"),
+        "{err}"
+    );
+    // check wrote nothing.
+    assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
+}
+
+#[test]
 fn token_file_may_name_a_systemd_credential() {
     let dir = tempfile::tempdir().unwrap();
     let creds = dir.path().join("credentials");

@@ -5,6 +5,7 @@
 //! side effects beyond reading files) and every error names the file, the key and the fix.
 
 mod load;
+mod log_dir;
 mod log_filter;
 pub mod origin;
 mod raw;

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::log_filter;
 use super::origin::{OriginPattern, Origins};
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
 use super::token_file;
 use super::types::*;
+use super::{log_dir, log_filter};
 use crate::duration::HumanDuration;
 use crate::heartbeat::{Policy, RawPolicy};
 
@@ -252,8 +252,13 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
 }
 
 fn log(mut raw: LogConfig, p: &mut Problems) -> Option<LogConfig> {
-    raw.level = p.take("log.level", log_filter::normalise(&raw.level))?;
-    Some(raw)
+    let level = p.take("log.level", log_filter::normalise(&raw.level));
+    let dir_ok = match &raw.dir {
+        Some(dir) => p.take("log.dir", log_dir::check(dir)).is_some(),
+        None => true,
+    };
+    raw.level = level?;
+    dir_ok.then_some(raw)
 }
 
 fn admin(raw: RawAdmin, p: &mut Problems) -> Option<AdminConfig> {
