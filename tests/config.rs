@@ -199,6 +199,59 @@ fn log_levels_are_read_as_people_write_them() {
 }
 
 #[test]
+fn print_writes_every_default_and_loads_back_the_same() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = fixtures("valid");
+    files.push(root.join("config/heartwire.toml"));
+    files.push(root.join("config/tornado-demo.toml"));
+    Jail::expect_with(|jail| {
+        for file in &files {
+            let original = config::load(file).unwrap();
+            let text = config::effective_toml(file).unwrap();
+            assert!(
+                !text.contains("a-long-random-secret") && !text.contains("secret-from-file"),
+                "--print leaks the token:\n{text}"
+            );
+            // Saved elsewhere, it still loads to the same config.
+            let printed = jail.directory().join("printed.toml");
+            std::fs::write(&printed, &text).unwrap();
+            let mut again = config::load(&printed)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", file.display()));
+            again.source.clone_from(&original.source);
+            if again.publish.token.as_deref() == Some("<redacted>") {
+                again.publish.token.clone_from(&original.publish.token);
+            }
+            assert_eq!(again, original, "{}:\n{text}", file.display());
+        }
+        // Defaults that used to be left out.
+        let text =
+            config::effective_toml(&root.join("tests/fixtures/config/valid/minimal.toml")).unwrap();
+        for line in [
+            "max_frame_size = 65536",
+            "max_body_size = 65536",
+            "rate_limit = 0",
+            "drain_period = \"10s\"",
+            "#   publish.token, publish.token_file: publishing needs no token",
+            "#   log.dir: logs go to stderr only",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        let text =
+            config::effective_toml(&root.join("tests/fixtures/config/valid/everything.toml"))
+                .unwrap();
+        for line in [
+            "ping_timeout = \"300ms\"",
+            "channel = \"/g\"",
+            "rate_burst = 50",
+            "#   route[1].welcome: no welcome message",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn a_missing_file_is_named() {
     Jail::expect_with(|_| {
         let err = config::load(Path::new("/nonexistent/heartwire.toml"))

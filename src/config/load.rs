@@ -17,18 +17,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     Config::from_raw(raw(path)?, path)
 }
 
-/// The effective config (file plus environment) as TOML, with the publish token redacted.
-pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
-    let mut raw = raw(path)?;
-    if raw.publish.token.is_some() {
-        raw.publish.token = Some("<redacted>".into());
-    }
-    toml::to_string_pretty(&raw)
-        .map_err(|e| ConfigError::Parse(vec![format!("{}: {e}", path.display())]))
-}
-
 /// The file plus the environment, parsed but not yet validated.
-fn raw(path: &Path) -> Result<RawConfig, ConfigError> {
+pub(super) fn raw(path: &Path) -> Result<RawConfig, ConfigError> {
     // The message names the file.
     let text = read_bounded(path, MAX_CONFIG_FILE).map_err(|e| ConfigError::Parse(vec![e]))?;
     let (vars, mut lines) = environment();

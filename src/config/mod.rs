@@ -4,6 +4,7 @@
 //! wrong; [`load`] reads the file and the `HEARTWIRE_*` environment. Loading is pure (no
 //! side effects beyond reading files) and every error names the file, the key and the fix.
 
+mod effective;
 mod load;
 mod log_dir;
 mod log_filter;
@@ -13,7 +14,8 @@ mod token_file;
 mod types;
 mod validate;
 
-pub use load::{effective_toml, from_toml, load};
+pub use effective::effective_toml;
+pub use load::{from_toml, load};
 pub use raw::RawConfig;
 pub use types::*;
 pub use validate::check_channel;

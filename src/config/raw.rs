@@ -11,7 +11,7 @@ use crate::duration::HumanDuration;
 use crate::heartbeat::RawPolicy;
 
 /// The TOML as written.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub(super) server: RawServer,
@@ -26,14 +26,14 @@ pub struct RawConfig {
 }
 
 /// One address or a list of them.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub(super) enum Listen {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawServer {
     pub(super) listen: Listen,
@@ -71,7 +71,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     pub(super) enabled: bool,
@@ -87,7 +87,7 @@ impl Default for RawAdmin {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPublish {
     pub(super) path: String,
@@ -119,7 +119,7 @@ impl Default for RawPublish {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub(super) path: String,

@@ -114,7 +114,7 @@ pub enum StrategyKey {
 }
 
 /// `[heartbeat.NAME]` as written.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     /// Which strategy.
