@@ -252,6 +252,121 @@ fn print_writes_every_default_and_loads_back_the_same() {
 }
 
 #[test]
+fn the_shipped_configs_run_side_by_side() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ports = |file: &str| {
+        let c = config::from_toml(
+            &std::fs::read_to_string(root.join(file)).unwrap(),
+            Path::new(file),
+        )
+        .unwrap();
+        let mut addrs = c.server.listen.clone();
+        addrs.extend(c.admin.listen);
+        addrs
+    };
+    let (main, demo) = (
+        ports("config/heartwire.toml"),
+        ports("config/tornado-demo.toml"),
+    );
+    assert!(main.iter().all(|a| !demo.contains(a)), "{main:?} {demo:?}");
+}
+
+#[test]
+fn provenance_says_where_a_value_came_from() {
+    Jail::expect_with(|jail| {
+        jail.create_file("h.toml", "[server]\nlisten = \"127.0.0.1:1\"\n")?;
+        let h = Path::new("h.toml");
+        assert_eq!(
+            config::provenance(h, "admin.listen", "127.0.0.1:9090"),
+            "admin.listen (default 127.0.0.1:9090, not set in h.toml)"
+        );
+        assert_eq!(
+            config::provenance(h, "server.listen", "127.0.0.1:1"),
+            "server.listen in h.toml"
+        );
+        jail.set_env("HEARTWIRE_ADMIN__LISTEN", "127.0.0.1:2");
+        assert_eq!(
+            config::provenance(h, "admin.listen", "127.0.0.1:2"),
+            "admin.listen from HEARTWIRE_ADMIN__LISTEN"
+        );
+        Ok(())
+    });
+}
+
+/// Runs the daemon on `toml` until it exits (bounded): exit code and stderr.
+fn start_until_exit(toml: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("heartwire.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut child = bin()
+        .arg("--config")
+        .arg(&config)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = tx.send(text);
+    });
+    // stderr closes when the process exits.
+    let Ok(err) = rx.recv_timeout(std::time::Duration::from_secs(10)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("heartwire did not exit");
+    };
+    (child.wait().unwrap().code().unwrap_or(-1), err)
+}
+
+#[test]
+fn a_bind_error_says_where_the_address_came_from_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    let cases = [
+        (
+            format!("{base}[admin]\nlisten = \"{addr}\"\n"),
+            vec![],
+            format!("ERROR heartwire: cannot listen on {addr} (admin.listen in "),
+        ),
+        (
+            "[admin]\nenabled = false\n".to_owned(),
+            vec![("HEARTWIRE_SERVER__LISTEN", addr.to_string())],
+            format!("cannot listen on {addr} (server.listen from HEARTWIRE_SERVER__LISTEN): "),
+        ),
+        // A level that hides errors: printed all the same.
+        (
+            format!(
+                "[log]\nlevel = \"off\"\n[server]\nlisten = \"{addr}\"\n[admin]\nenabled = false\n"
+            ),
+            vec![],
+            format!("heartwire: cannot listen on {addr} (server.listen in "),
+        ),
+    ];
+    for (toml, env, want) in cases {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, err) = start_until_exit(&toml, &env);
+        assert_eq!(code, 1, "{err}");
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("cannot listen"))
+            .collect();
+        assert_eq!(lines.len(), 1, "printed {} times:\n{err}", lines.len());
+        assert!(lines[0].contains(&want), "want `{want}` in:\n{err}");
+        assert!(
+            lines[0].contains("Address already in use") && lines[0].contains("stop it, or set "),
+            "{err}"
+        );
+    }
+    drop(taken);
+}
+
+#[test]
 fn a_missing_file_is_named() {
     Jail::expect_with(|_| {
         let err = config::load(Path::new("/nonexistent/heartwire.toml"))
@@ -271,12 +386,20 @@ fn a_missing_file_is_named() {
 }
 
 fn heartwire(args: &[&str]) -> (i32, String, String) {
-    run(Command::new(env!("CARGO_BIN_EXE_heartwire")).args(args))
+    run(bin().args(args))
 }
 
-/// Runs the binary (without HEARTWIRE_CONFIG); exit code, stdout, stderr.
+/// The binary, to run in an empty environment plus what the test sets: Jail tests change
+/// this process's environment meanwhile.
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_heartwire"));
+    cmd.env_clear();
+    cmd
+}
+
+/// Runs `cmd`: exit code, stdout, stderr.
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.env_remove("HEARTWIRE_CONFIG").output().unwrap();
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -340,11 +463,12 @@ fn check_refuses_what_would_fail_at_start() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut cmd = if root {
         let mut cmd = Command::new(setpriv);
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        cmd.env_clear()
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(env!("CARGO_BIN_EXE_heartwire"));
         cmd
     } else {
-        Command::new(env!("CARGO_BIN_EXE_heartwire"))
+        bin()
     };
     let (code, _, err) = run(cmd.args(["check", "--config", config.to_str().unwrap()]));
     if root && err.starts_with("setpriv:") {
@@ -381,7 +505,7 @@ fn token_file_may_name_a_systemd_credential() {
     )
     .unwrap();
     let check = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_heartwire"));
+        let mut cmd = bin();
         cmd.args(["check", "--config", config.to_str().unwrap()]);
         cmd
     };

@@ -36,6 +36,29 @@ pub(super) fn raw(path: &Path) -> Result<RawConfig, ConfigError> {
     }
 }
 
+/// Where `key` of the config at `path` got its value, for a message about the value
+/// `value`: `admin.listen in FILE`, `admin.listen from HEARTWIRE_ADMIN__LISTEN`, or
+/// `admin.listen (default VALUE, not set in FILE)`. Reads the file and the environment
+/// again: it is meant for the error path.
+pub fn provenance(path: &Path, key: &str, value: &str) -> String {
+    let file = path.display();
+    let Ok(text) = read_bounded(path, MAX_CONFIG_FILE) else {
+        return format!("{key} in {file}");
+    };
+    let mut figment = Figment::new().merge(Toml::string(&text));
+    for var in environment().0 {
+        figment = figment.merge(var);
+    }
+    match figment.find_metadata(key) {
+        None => format!("{key} (default {value}, not set in {file})"),
+        Some(Metadata {
+            source: Some(Source::Custom(name)),
+            ..
+        }) => format!("{key} from {name}"),
+        Some(_) => format!("{key} in {file}"),
+    }
+}
+
 /// Parses a config from TOML text (tests and `check`), without the environment.
 pub fn from_toml(text: &str, source: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = Figment::new()

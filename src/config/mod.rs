@@ -15,7 +15,7 @@ mod types;
 mod validate;
 
 pub use effective::effective_toml;
-pub use load::{from_toml, load};
+pub use load::{from_toml, load, provenance};
 pub use raw::RawConfig;
 pub use types::*;
 pub use validate::check_channel;
