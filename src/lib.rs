@@ -14,7 +14,8 @@
 //! - [`metrics`]: the counters every layer above pushes to;
 //! - [`config`]: the file, validated; [`heartbeat`]: policies and strategies;
 //! - leaves: [`wire`] (frames encoded once), [`http`] (responses), [`close`] (codes),
-//!   [`process`] (the process's own figures: memory, descriptors, CPU).
+//!   [`duration`] (durations as written in the config), [`process`] (the process's own
+//!   figures: memory, descriptors, CPU).
 //!
 //! See docs/architecture.md for the data flow and how to extend each layer.
 
@@ -25,6 +26,7 @@ mod close;
 pub mod config;
 mod conn;
 mod daemon;
+pub mod duration;
 mod edge;
 pub mod fanout;
 pub mod heartbeat;

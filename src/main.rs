@@ -1,5 +1,7 @@
 //! The `heartwire` binary: CLI, logging, signals, bind, then [`heartwire::run`].
 
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,7 +58,10 @@ fn main() -> ExitCode {
     let config = match config::load(&path) {
         Ok(c) => c,
         Err(err) => {
-            eprintln!("heartwire: invalid config: {err}");
+            // One line per problem, each naming the file (or variable), the key and the fix.
+            for line in err.lines() {
+                eprintln!("{line}");
+            }
             return ExitCode::from(2);
         }
     };
@@ -118,11 +123,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, path, logging, inherited, served)) {
+    // Held here, not in `serve`: the file writer must still run when the error below is
+    // logged.
+    let logging = Arc::new(logging);
+    match runtime.block_on(serve(config, path, logging.clone(), inherited, served)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!("{err:#}");
-            eprintln!("heartwire: {err:#}");
+            // Once: stderr is one of the logger's outputs (the terminal, or the journal under
+            // systemd), so printing it as well showed every fatal error twice. Printed only
+            // when the configured level would hide it.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                error!("{err:#}");
+            } else {
+                eprintln!("heartwire: {err:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -131,7 +145,7 @@ fn main() -> ExitCode {
 async fn serve(
     config: Config,
     path: PathBuf,
-    logging: logging::Logging,
+    logging: Arc<logging::Logging>,
     inherited: Vec<std::net::TcpListener>,
     served: Served,
 ) -> anyhow::Result<()> {
@@ -152,21 +166,17 @@ async fn serve(
         &[]
     };
     for addr in bind {
-        let listener = TcpListener::bind(addr).await.with_context(|| {
-            format!(
-                "cannot listen on {addr} (server.listen in {}): is another process using it?",
-                path.display()
-            )
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error(&path, "server.listen", *addr, &e))?;
         listeners.push(listener);
     }
     let admin = match config.admin.listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-            format!(
-                "cannot listen on {addr} (admin.listen in {}): is another process using it?",
-                path.display()
-            )
-        })?),
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| bind_error(&path, "admin.listen", addr, &e))?,
+        ),
         None => None,
     };
     let ops = Ops::from_env();
@@ -193,4 +203,24 @@ async fn serve(
     handle.close();
     let _ = signal_task.await;
     result
+}
+
+/// Why `addr` (the value of `key` in the config at `path`) could not be bound, naming
+/// where the value came from (the file, a variable, or a default the file does not set).
+fn bind_error(path: &Path, key: &str, addr: SocketAddr, err: &std::io::Error) -> anyhow::Error {
+    let from = config::provenance(path, key, &addr.to_string());
+    let fix = match err.kind() {
+        ErrorKind::AddrInUse => format!("another process holds it: stop it, or set {key} to a free address"),
+        ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "ports below 1024 need privilege: use socket activation (docs/operations.md) or a higher port".into()
+        }
+        ErrorKind::AddrNotAvailable => format!("no interface has that address: set {key} to one of this machine's"),
+        _ => format!("set {key} to an address heartwire can listen on"),
+    };
+    let off = if key == "admin.listen" {
+        ", or admin.enabled = false"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("cannot listen on {addr} ({from}): {err}; {fix}{off}")
 }

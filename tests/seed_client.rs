@@ -1,9 +1,9 @@
 //! The seed's own kind of client (Python websocket-client, gzip, json) against the daemon.
 //!
-//! It needs a Python with websocket-client: `HEARTWIRE_PYTHON` names the interpreter
+//! It needs a Python with websocket-client: `TEST_PYTHON` names the interpreter
 //! (default `python3`; .ci/run makes a virtual environment and points it there). Without
 //! one the test fails and says how to install it: a test that did not run never reports
-//! `ok`. `HEARTWIRE_SKIP_PYTHON=1` skips it on purpose, except under CI (`CI` set), which
+//! `ok`. `SKIP_PYTHON_TESTS=1` skips it on purpose, except under CI (`CI` set), which
 //! always runs it.
 
 mod common;
@@ -42,15 +42,15 @@ heartbeat = "app"
 /// How to get a Python that can run tests/seed_client.py, for the failure message.
 const INSTALL: &str = "\
 tests/seed_client.rs drives the daemon with Python's websocket-client. Install it in a
-virtual environment and point HEARTWIRE_PYTHON at it (or activate the environment):
+virtual environment and point TEST_PYTHON at it (or activate the environment):
     python3 -m venv .venv && .venv/bin/pip install websocket-client==1.9.2
-    HEARTWIRE_PYTHON=$PWD/.venv/bin/python cargo test --workspace
+    TEST_PYTHON=$PWD/.venv/bin/python cargo test --workspace
 (Debian: apt-get install python3-venv if `python3 -m venv` fails; .ci/run does all this.)
-To skip this one test instead, set HEARTWIRE_SKIP_PYTHON=1; CI (env CI set) always runs it.";
+To skip this one test instead, set SKIP_PYTHON_TESTS=1; CI (env CI set) always runs it.";
 
-/// The interpreter that runs the client: `HEARTWIRE_PYTHON`, else `python3`.
+/// The interpreter that runs the client: `TEST_PYTHON`, else `python3`.
 fn python() -> String {
-    std::env::var("HEARTWIRE_PYTHON").unwrap_or_else(|_| "python3".into())
+    std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// Why `python` cannot run the client, or `None` when it can.
@@ -72,8 +72,8 @@ fn cannot_run(python: &str) -> Option<String> {
 #[tokio::test]
 async fn a_seed_style_python_client_stays_connected_and_is_served() {
     let ci = std::env::var_os("CI").is_some();
-    if !ci && std::env::var("HEARTWIRE_SKIP_PYTHON").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: HEARTWIRE_SKIP_PYTHON=1");
+    if !ci && std::env::var("SKIP_PYTHON_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: SKIP_PYTHON_TESTS=1");
         return;
     }
     let python = python();

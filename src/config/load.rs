@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::error::Kind;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 
 use super::raw::RawConfig;
 use super::types::*;
@@ -15,29 +17,46 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     Config::from_raw(raw(path)?, path)
 }
 
-/// The effective config (file plus environment) as TOML, with the publish token redacted.
-pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
-    let mut raw = raw(path)?;
-    if raw.publish.token.is_some() {
-        raw.publish.token = Some("<redacted>".into());
+/// The file plus the environment, parsed but not yet validated.
+pub(super) fn raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    // The message names the file.
+    let text = read_bounded(path, MAX_CONFIG_FILE).map_err(|e| ConfigError::Parse(vec![e]))?;
+    let (vars, mut lines) = environment();
+    let mut figment = Figment::new().merge(Toml::string(&text));
+    for var in vars {
+        figment = figment.merge(var);
     }
-    toml::to_string_pretty(&raw).map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))
+    match figment.extract() {
+        Ok(raw) if lines.is_empty() => Ok(raw),
+        Ok(_) => Err(ConfigError::Parse(lines)),
+        Err(err) => {
+            lines.extend(parse_lines(path, err));
+            Err(ConfigError::Parse(lines))
+        }
+    }
 }
 
-/// The file plus the environment, parsed but not yet validated.
-fn raw(path: &Path) -> Result<RawConfig, ConfigError> {
-    // The message names the file.
-    let text = read_bounded(path, MAX_CONFIG_FILE).map_err(ConfigError::Parse)?;
-    Figment::new()
-        .merge(Toml::string(&text))
-        // Only SECTION__KEY names: HEARTWIRE_CONFIG and friends are not config keys.
-        .merge(
-            Env::prefixed("HEARTWIRE_")
-                .filter(|key| key.as_str().contains("__"))
-                .split("__"),
-        )
-        .extract()
-        .map_err(|e| parse_error(path, e))
+/// Where `key` of the config at `path` got its value, for a message about the value
+/// `value`: `admin.listen in FILE`, `admin.listen from HEARTWIRE_ADMIN__LISTEN`, or
+/// `admin.listen (default VALUE, not set in FILE)`. Reads the file and the environment
+/// again: it is meant for the error path.
+pub fn provenance(path: &Path, key: &str, value: &str) -> String {
+    let file = path.display();
+    let Ok(text) = read_bounded(path, MAX_CONFIG_FILE) else {
+        return format!("{key} in {file}");
+    };
+    let mut figment = Figment::new().merge(Toml::string(&text));
+    for var in environment().0 {
+        figment = figment.merge(var);
+    }
+    match figment.find_metadata(key) {
+        None => format!("{key} (default {value}, not set in {file})"),
+        Some(Metadata {
+            source: Some(Source::Custom(name)),
+            ..
+        }) => format!("{key} from {name}"),
+        Some(_) => format!("{key} in {file}"),
+    }
 }
 
 /// Parses a config from TOML text (tests and `check`), without the environment.
@@ -45,28 +64,190 @@ pub fn from_toml(text: &str, source: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = Figment::new()
         .merge(Toml::string(text))
         .extract()
-        .map_err(|e| parse_error(source, e))?;
+        .map_err(|e| ConfigError::Parse(parse_lines(source, e)))?;
     Config::from_raw(raw, source)
 }
 
-/// Turns figment's errors into one line each: `file: key: what`.
-fn parse_error(path: &Path, err: figment::Error) -> ConfigError {
-    let lines: Vec<String> = err
-        .into_iter()
+/// Variables named `HEARTWIRE_*` that are not config keys: the binary reads them itself.
+pub const NON_KEY_VARIABLES: &[&str] = &["HEARTWIRE_CONFIG"];
+
+const PREFIX: &str = "HEARTWIRE_";
+
+/// The sections an environment variable may name (`[[route]]` and `[[static]]` are lists).
+const SECTIONS: &[&str] = &["server", "log", "publish", "admin", "heartbeat"];
+
+/// One `HEARTWIRE_SECTION__KEY` variable: a provider of its own, so that an error about
+/// its value names it.
+struct EnvVar {
+    name: String,
+    key: String,
+    value: Value,
+}
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::from(
+            format!("environment variable {}", self.name),
+            Source::Custom(self.name.clone()),
+        )
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::default(&self.key, &self.value).data()
+    }
+}
+
+/// The `HEARTWIRE_*` variables that name keys, and a line for each one that names none
+/// (a single underscore is a typo, not a variable for someone else).
+fn environment() -> (Vec<EnvVar>, Vec<String>) {
+    let mut vars = Vec::new();
+    let mut lines = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if !name.to_ascii_uppercase().starts_with(PREFIX)
+            || NON_KEY_VARIABLES.contains(&name.as_str())
+        {
+            continue;
+        }
+        // The prefix is ASCII, so slicing after it stays on a character boundary.
+        let rest = name[PREFIX.len()..].to_ascii_lowercase();
+        let segments: Vec<&str> = rest.split("__").collect();
+        if segments.len() < 2 || segments.iter().any(|s| s.is_empty()) {
+            lines.push(format!(
+                "environment variable {name}: names no config key{}: overrides are HEARTWIRE_SECTION__KEY, two underscores between section and key ({} the only other HEARTWIRE_ variable)",
+                env_suggestion(&rest),
+                match NON_KEY_VARIABLES {
+                    [one] => format!("{one} is"),
+                    many => format!("{} are", many.join(", ")),
+                }
+            ));
+            continue;
+        }
+        let Some(value) = value.to_str() else {
+            lines.push(format!(
+                "environment variable {name}: the value is not UTF-8"
+            ));
+            continue;
+        };
+        let value = match value.parse::<Value>() {
+            Ok(v) => v,
+            Err(never) => match never {},
+        };
+        vars.push(EnvVar {
+            name,
+            key: segments.join("."),
+            value,
+        });
+    }
+    // Stable messages whatever order the environment is in.
+    lines.sort();
+    (vars, lines)
+}
+
+/// `, e.g. HEARTWIRE_SERVER__LISTEN` for `server_listen`.
+fn env_suggestion(rest: &str) -> String {
+    let fixed = SECTIONS.iter().find_map(|section| {
+        let key = rest.strip_prefix(section)?.strip_prefix('_')?;
+        (*section != "heartbeat" && !key.is_empty() && !key.contains("__"))
+            .then(|| format!("{PREFIX}{}__{}", section, key).to_ascii_uppercase())
+    });
+    match fixed {
+        Some(name) => format!(" (did you mean {name}?)"),
+        None => {
+            " (e.g. HEARTWIRE_SERVER__LISTEN or HEARTWIRE_HEARTBEAT__APP__PING_INTERVAL)".into()
+        }
+    }
+}
+
+/// Turns figment's errors into one line each: `file: key: what`, or
+/// `environment variable NAME: key: what`.
+fn parse_lines(path: &Path, err: figment::Error) -> Vec<String> {
+    err.into_iter()
         .map(|e| {
-            // The text was read from `path`; anything else came from the environment.
-            let origin = match e.metadata.as_ref() {
-                Some(m) if m.name.contains("environment") => format!("environment ({})", m.name),
-                _ => path.display().to_string(),
+            let var = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(Source::Custom(name)) => Some(name.clone()),
+                _ => None,
             };
+            let origin = match &var {
+                Some(name) => format!("environment variable {name}"),
+                None => path.display().to_string(),
+            };
+            let what = describe(&e.kind, &e.path, var.is_some());
             if e.path.is_empty() {
-                format!("{origin}: {}", e.kind)
+                format!("{origin}: {what}")
             } else {
-                format!("{origin}: `{}`: {}", dotted(&e.path), e.kind)
+                format!("{origin}: `{}`: {what}", dotted(&e.path))
             }
         })
-        .collect();
-    ConfigError::Parse(lines.join("\n"))
+        .collect()
+}
+
+/// figment's message, reworded where it says less than it could.
+fn describe(kind: &Kind, path: &[String], from_env: bool) -> String {
+    match kind {
+        Kind::UnknownField(found, expected) => {
+            let parent = &path[..path.len().saturating_sub(1)];
+            let place = if parent.is_empty() {
+                "the top level".to_owned()
+            } else {
+                format!("[{}]", dotted(parent))
+            };
+            let hint = match closest(found, expected) {
+                Some(near) if from_env => {
+                    let mut name = PREFIX.to_owned();
+                    for part in parent.iter().map(String::as_str).chain([near]) {
+                        if name.len() > PREFIX.len() {
+                            name.push_str("__");
+                        }
+                        name.push_str(&part.to_ascii_uppercase());
+                    }
+                    format!(" (did you mean {name}?)")
+                }
+                Some(near) => format!(" (did you mean `{near}`?)"),
+                None => String::new(),
+            };
+            format!("unknown key{hint}; {place} has: {}", expected.join(", "))
+        }
+        Kind::UnknownVariant(found, expected) => {
+            let quoted: Vec<String> = expected.iter().map(|v| format!("\"{v}\"")).collect();
+            let choices = match quoted.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => "(none)".into(),
+            };
+            format!("`{found}` is not a valid value: use {choices}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The expected name nearest `found`, when it is near enough to be a typo.
+fn closest<'a>(found: &str, expected: &[&'a str]) -> Option<&'a str> {
+    let found = found.to_ascii_lowercase();
+    expected
+        .iter()
+        .map(|e| (edit_distance(&found, e), *e))
+        .filter(|(d, e)| *d <= 2.max(e.len() / 4))
+        .min()
+        .map(|(_, e)| e)
+}
+
+/// Levenshtein distance between two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// `["route", "0", "path"]` -> `route[0].path`, the spelling validation errors use too.

@@ -1,17 +1,26 @@
 //! The config file: what ops write, and what the daemon runs on.
 //!
 //! [`raw`] mirrors the TOML; [`validate`] turns it into a [`Config`] whose fields cannot be
-//! wrong; [`load`] reads the file and the `HEARTWIRE_*` environment. Loading is pure (no
-//! side effects beyond reading files) and every error names the file, the key and the fix.
+//! wrong, reporting every problem it finds, with `log_filter` (`[log] level`),
+//! `log_dir` (`[log] dir`) and `token_file` (`publish.token_file`, systemd credentials)
+//! for their keys; [`load`] reads the file and the `HEARTWIRE_*` environment; `effective`
+//! writes the config back out for `check --print`. Loading is pure (no side effects beyond
+//! reading files and asking whether the log directory is writable) and every error names
+//! the file (or the environment variable), the key and the fix.
 
+mod effective;
 mod load;
+mod log_dir;
+mod log_filter;
 pub mod origin;
 mod proxies;
 mod raw;
+mod token_file;
 mod types;
 mod validate;
 
-pub use load::{effective_toml, from_toml, load};
+pub use effective::effective_toml;
+pub use load::{from_toml, load, provenance};
 pub use proxies::{MAX_TRUSTED_PROXIES, TrustedProxies, trusted_proxies};
 pub use raw::RawConfig;
 pub use types::*;

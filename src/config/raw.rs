@@ -3,15 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::types::*;
+use crate::duration::HumanDuration;
 use crate::heartbeat::RawPolicy;
 
 /// The TOML as written.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub(super) server: RawServer,
@@ -26,34 +26,29 @@ pub struct RawConfig {
 }
 
 /// One address or a list of them.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub(super) enum Listen {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawServer {
     pub(super) listen: Listen,
     pub(super) max_connections: usize,
     pub(super) max_connections_per_ip: usize,
-    #[serde(with = "humantime_serde")]
-    pub(super) shutdown_grace: Duration,
-    #[serde(with = "humantime_serde")]
-    pub(super) handshake_timeout: Duration,
+    pub(super) shutdown_grace: HumanDuration,
+    pub(super) handshake_timeout: HumanDuration,
     pub(super) max_message_size: usize,
     pub(super) max_frame_size: Option<usize>,
     pub(super) outbound_queue: usize,
     pub(super) outbound_queue_bytes: usize,
     pub(super) max_http_connections: usize,
-    #[serde(with = "humantime_serde")]
-    pub(super) write_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub(super) drain_period: Duration,
-    #[serde(with = "humantime_serde")]
-    pub(super) reconnect_jitter: Duration,
+    pub(super) write_timeout: HumanDuration,
+    pub(super) drain_period: HumanDuration,
+    pub(super) reconnect_jitter: HumanDuration,
     pub(super) trusted_proxies: Vec<String>,
     pub(super) proxy_protocol: bool,
 }
@@ -64,23 +59,23 @@ impl Default for RawServer {
             listen: Listen::One(DEFAULT_LISTEN.into()),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown_grace: HumanDuration::from(DEFAULT_SHUTDOWN_GRACE),
+            handshake_timeout: HumanDuration::from(DEFAULT_HANDSHAKE_TIMEOUT),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: None,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            drain_period: DEFAULT_DRAIN_PERIOD,
-            reconnect_jitter: DEFAULT_RECONNECT_JITTER,
+            write_timeout: HumanDuration::from(DEFAULT_WRITE_TIMEOUT),
+            drain_period: HumanDuration::from(DEFAULT_DRAIN_PERIOD),
+            reconnect_jitter: HumanDuration::from(DEFAULT_RECONNECT_JITTER),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
         }
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     pub(super) enabled: bool,
@@ -96,7 +91,7 @@ impl Default for RawAdmin {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPublish {
     pub(super) path: String,
@@ -128,7 +123,7 @@ impl Default for RawPublish {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub(super) path: String,

@@ -126,7 +126,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter: `info`, `heartwire=debug`, ...
+    /// A tracing filter: `info`, `heartwire=debug,warn`, ... Once validated, every level
+    /// is spelled as tracing reads it (`warning` becomes `warn`).
     pub level: String,
     /// `text` (human) or `json` (one object per line).
     pub format: LogFormat,
@@ -296,22 +297,50 @@ pub enum Listeners {
     Inherited,
 }
 
-/// Why a config was refused. Every message names the file and the key.
+/// Why a config was refused: one line per problem, each naming the file (or the
+/// environment variable) and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file is missing, unreadable, not TOML, or a value has the wrong type.
-    #[error("{0}")]
-    Parse(String),
-    /// A value parsed but makes no sense.
-    #[error("{file}: `{key}`: {reason}")]
-    Invalid {
-        /// The config file.
-        file: String,
-        /// Dotted key, e.g. `heartbeat.app.max_missed`.
-        key: String,
-        /// What is wrong and how to fix it.
-        reason: String,
-    },
+    /// The file is missing, unreadable or not TOML, a value has the wrong type, or an
+    /// environment variable names no key. Parsing stops at the first wrong value, so
+    /// this is usually one line.
+    #[error("{}", .0.join("\n"))]
+    Parse(Vec<String>),
+    /// Values that parsed but make no sense: every one found, in file order.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One value that parsed but makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The config file.
+    pub file: String,
+    /// Dotted key, e.g. `heartbeat.app.max_missed`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: `{}`: {}", self.file, self.key, self.reason)
+    }
+}
+
+fn lines(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
+}
+
+impl ConfigError {
+    /// One line per problem, as `Display` prints them.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Self::Parse(lines) => lines.clone(),
+            Self::Invalid(problems) => problems.iter().map(Problem::to_string).collect(),
+        }
+    }
 }
 
 impl Config {

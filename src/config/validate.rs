@@ -11,152 +11,157 @@ use std::time::Duration;
 
 use super::origin::{OriginPattern, Origins};
 use super::proxies::trusted_proxies;
-use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawServer};
+use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
+use super::token_file;
 use super::types::*;
+use super::{log_dir, log_filter};
+use crate::duration::HumanDuration;
 use crate::heartbeat::{Policy, RawPolicy};
 
 impl Config {
-    /// Validates a parsed file. `source` is named in every error.
+    /// Validates a parsed file. `source` is named in every error; every problem found is
+    /// reported, not only the first.
     pub fn from_raw(raw: RawConfig, source: &Path) -> Result<Self, ConfigError> {
-        let file = source.display().to_string();
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
-            file: file.clone(),
-            key: key.to_owned(),
-            reason,
-        };
-
-        let server = server(raw.server, &invalid)?;
-        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
-            return Err(invalid(
-                "log.level",
-                format!(
-                    "`{}` is not a log filter ({err}); use error, warn, info, debug or trace",
-                    raw.log.level
-                ),
-            ));
+        let mut p = Problems::new(source);
+        let server = server(raw.server, &mut p);
+        let log = log(raw.log, &mut p);
+        let publish = publish(raw.publish, source, &mut p);
+        if let (Some(server), Some(publish)) = (&server, &publish) {
+            let largest = server.max_message_size.max(publish.max_body_size);
+            if server.outbound_queue_bytes < largest {
+                p.add(
+                    "server.outbound_queue_bytes",
+                    format!(
+                        "{} is smaller than one message ({largest} bytes: server.max_message_size or publish.max_body_size): raise it to at least {largest}, better a few times that",
+                        server.outbound_queue_bytes
+                    ),
+                );
+            }
         }
-        let publish = publish(raw.publish, source, &invalid)?;
-        let largest = server.max_message_size.max(publish.max_body_size);
-        if server.outbound_queue_bytes < largest {
-            return Err(invalid(
-                "server.outbound_queue_bytes",
-                format!(
-                    "{} is smaller than one message ({largest} bytes: server.max_message_size or publish.max_body_size): raise it to at least {largest}, better a few times that",
-                    server.outbound_queue_bytes
-                ),
-            ));
-        }
-        let admin = admin(raw.admin, &invalid)?;
+        let admin = admin(raw.admin, &mut p);
+        // Routes may name a policy that is itself invalid: that is one problem, not two.
+        let policy_names: BTreeSet<String> = raw.heartbeat.keys().cloned().collect();
         let mut heartbeats = BTreeMap::new();
         for (name, raw) in raw.heartbeat {
-            let policy = policy(&name, raw, &invalid)?;
-            heartbeats.insert(name, policy);
+            if let Some(policy) = policy(&name, raw, &mut p) {
+                heartbeats.insert(name, policy);
+            }
         }
 
-        let mut paths = BTreeSet::from([publish.path.clone()]);
+        let mut paths = BTreeSet::from([publish
+            .as_ref()
+            .map_or(DEFAULT_PUBLISH_PATH.to_owned(), |p| p.path.clone())]);
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, raw) in raw.routes.into_iter().enumerate() {
-            let key = |field: &str| format!("route[{i}].{field}");
-            check_path(&raw.path).map_err(|r| invalid(&key("path"), r))?;
-            if !paths.insert(raw.path.clone()) {
-                return Err(invalid(
-                    &key("path"),
-                    format!(
-                        "`{}` is already used by another route or by [publish]",
-                        raw.path
-                    ),
-                ));
+            if let Some(route) = route(i, raw, &policy_names, &mut paths, &mut p) {
+                routes.push(Arc::new(route));
             }
-            let origins = match raw.origins {
-                None => Origins::SameOrigin,
-                Some(list) => {
-                    let patterns = list
-                        .iter()
-                        .map(|p| OriginPattern::parse(p))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|r| invalid(&key("origins"), r))?;
-                    Origins::List(patterns)
-                }
-            };
-            let channel = raw.channel.unwrap_or_else(|| raw.path.clone());
-            check_channel(&channel).map_err(|r| invalid(&key("channel"), r))?;
-            if let Some(name) = &raw.heartbeat {
-                if !heartbeats.contains_key(name) {
-                    let known: Vec<&str> = heartbeats.keys().map(String::as_str).collect();
-                    return Err(invalid(
-                        &key("heartbeat"),
-                        format!(
-                            "no policy named `{name}`; define [heartbeat.{name}] or use one of: {}",
-                            list_or_none(&known)
-                        ),
-                    ));
-                }
-            }
-            routes.push(Arc::new(RouteConfig {
-                path: raw.path,
-                origins,
-                welcome: raw.welcome,
-                on_message: raw.on_message,
-                echo_prefix: raw.echo_prefix,
-                relay_prefix: raw.relay_prefix,
-                channel,
-                heartbeat: raw.heartbeat,
-                slow_consumer: raw.slow_consumer,
-            }));
         }
         for (i, s) in raw.statics.iter().enumerate() {
             let key = format!("static[{i}].path");
-            check_path(&s.path).map_err(|r| invalid(&key, r))?;
-            if !paths.insert(s.path.clone()) {
-                return Err(invalid(
+            if p.take(&key, check_path(&s.path)).is_some() && !paths.insert(s.path.clone()) {
+                p.add(
                     &key,
                     format!("`{}` is already used by a route or by [publish]", s.path),
-                ));
+                );
+            }
+        }
+        if let (Some(server), Some(publish)) = (&server, &publish) {
+            let served = Served {
+                addrs: server.listen.clone(),
+                from: Listeners::Configured,
+            };
+            if let Some(reason) = exposure(publish, &served) {
+                p.add("publish.token", reason);
             }
         }
 
-        let config = Config {
+        // Each `None` below was recorded as a problem when it was made.
+        let (Some(server), Some(log), Some(publish), Some(admin)) = (server, log, publish, admin)
+        else {
+            return Err(p.into_error());
+        };
+        if !p.is_empty() {
+            return Err(p.into_error());
+        }
+        Ok(Config {
             source: source.to_owned(),
             server,
-            log: raw.log,
+            log,
             publish,
             admin,
             heartbeats,
             routes,
             statics: raw.statics,
-        };
-        config.check_exposure(&Served {
-            addrs: config.server.listen.clone(),
-            from: Listeners::Configured,
-        })?;
-        Ok(config)
+        })
     }
 
     /// Refuses a publish endpoint without a token on a listener reachable from other
     /// machines. Checked against `server.listen` on load, and against the addresses actually
     /// served (sockets inherited from systemd ignore `server.listen`) at start and reload.
     pub fn check_exposure(&self, served: &Served) -> Result<(), ConfigError> {
-        let publish = &self.publish;
-        if publish.token.is_some() || publish.allow_unauthenticated {
-            return Ok(());
+        match exposure(&self.publish, served) {
+            None => Ok(()),
+            Some(reason) => Err(ConfigError::Invalid(vec![Problem {
+                file: self.source.display().to_string(),
+                key: "publish.token".into(),
+                reason,
+            }])),
         }
-        let Some(open) = served.addrs.iter().find(|a| !a.ip().is_loopback()) else {
-            return Ok(());
-        };
-        let what = match served.from {
-            Listeners::Configured => format!("server.listen {open}"),
-            Listeners::Inherited => format!(
-                "the socket {open} inherited from systemd (ListenStream= in heartwire.socket; server.listen is not used then)"
-            ),
-        };
-        Err(ConfigError::Invalid {
-            file: self.source.display().to_string(),
-            key: "publish.token".into(),
-            reason: format!(
-                "{what} is reachable from other machines, so anyone could publish: set publish.token_file (or token), or publish.allow_unauthenticated = true if a firewall or proxy guards {}",
-                publish.path
-            ),
-        })
+    }
+}
+
+/// Why `publish` must not be served on `served`, if it must not.
+fn exposure(publish: &PublishConfig, served: &Served) -> Option<String> {
+    if publish.token.is_some() || publish.allow_unauthenticated {
+        return None;
+    }
+    let open = served.addrs.iter().find(|a| !a.ip().is_loopback())?;
+    let what = match served.from {
+        Listeners::Configured => format!("server.listen {open}"),
+        Listeners::Inherited => format!(
+            "the socket {open} inherited from systemd (ListenStream= in heartwire.socket; server.listen is not used then)"
+        ),
+    };
+    Some(format!(
+        "{what} is reachable from other machines, so anyone could publish: set publish.token_file (or token), or publish.allow_unauthenticated = true if a firewall or proxy guards {}",
+        publish.path
+    ))
+}
+
+/// The problems found so far in one file.
+struct Problems {
+    file: String,
+    list: Vec<Problem>,
+}
+
+impl Problems {
+    fn new(source: &Path) -> Self {
+        Self {
+            file: source.display().to_string(),
+            list: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, key: &str, reason: String) {
+        self.list.push(Problem {
+            file: self.file.clone(),
+            key: key.to_owned(),
+            reason,
+        });
+    }
+
+    /// The value when `checked` is fine; otherwise records why under `key`.
+    fn take<T>(&mut self, key: &str, checked: Result<T, String>) -> Option<T> {
+        checked.map_err(|reason| self.add(key, reason)).ok()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn into_error(self) -> ConfigError {
+        ConfigError::Invalid(self.list)
     }
 }
 
@@ -168,241 +173,299 @@ fn list_or_none(items: &[&str]) -> String {
     }
 }
 
-type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
-
-fn server(raw: RawServer, invalid: &Invalid) -> Result<ServerConfig, ConfigError> {
+fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
     let listen = match raw.listen {
         Listen::One(a) => vec![a],
         Listen::Many(list) => list,
     };
     if listen.is_empty() {
-        return Err(invalid(
+        p.add(
             "server.listen",
             "needs at least one address, e.g. \"127.0.0.1:8080\"".into(),
-        ));
+        );
     }
-    let listen = listen
-        .iter()
-        .map(|a| {
-            a.parse::<SocketAddr>().map_err(|_| {
-                invalid(
-                    "server.listen",
-                    format!("`{a}` is not an IP:port address, e.g. \"0.0.0.0:8080\""),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    positive("server.max_connections", raw.max_connections, invalid)?;
-    positive(
+    let mut addrs = Vec::with_capacity(listen.len());
+    for a in &listen {
+        let parsed = a
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("`{a}` is not an IP:port address, e.g. \"0.0.0.0:8080\""));
+        addrs.extend(p.take("server.listen", parsed));
+    }
+    let max_connections = p.take("server.max_connections", positive(raw.max_connections));
+    let max_http_connections = p.take(
         "server.max_http_connections",
-        raw.max_http_connections,
-        invalid,
-    )?;
-    within(
+        positive(raw.max_http_connections),
+    );
+    let outbound_queue = p.take(
         "server.outbound_queue",
-        raw.outbound_queue,
-        MAX_OUTBOUND_QUEUE,
-        invalid,
-    )?;
-    within(
+        within(raw.outbound_queue, MAX_OUTBOUND_QUEUE),
+    );
+    let outbound_queue_bytes = p.take(
         "server.outbound_queue_bytes",
-        raw.outbound_queue_bytes,
-        MAX_OUTBOUND_QUEUE_BYTES,
-        invalid,
-    )?;
-    within(
+        within(raw.outbound_queue_bytes, MAX_OUTBOUND_QUEUE_BYTES),
+    );
+    let max_message_size = p.take(
         "server.max_message_size",
-        raw.max_message_size,
-        MAX_SIZE_LIMIT,
-        invalid,
-    )?;
-    nonzero_duration("server.handshake_timeout", raw.handshake_timeout, invalid)?;
-    nonzero_duration("server.write_timeout", raw.write_timeout, invalid)?;
-    for (key, value) in [
-        ("server.shutdown_grace", raw.shutdown_grace),
-        ("server.drain_period", raw.drain_period),
-        ("server.reconnect_jitter", raw.reconnect_jitter),
-    ] {
-        duration(key, value, invalid)?;
-    }
+        within(raw.max_message_size, MAX_SIZE_LIMIT),
+    );
+    let handshake_timeout = p.take(
+        "server.handshake_timeout",
+        nonzero_duration(&raw.handshake_timeout),
+    );
+    let write_timeout = p.take("server.write_timeout", nonzero_duration(&raw.write_timeout));
+    let shutdown_grace = p.take("server.shutdown_grace", duration(&raw.shutdown_grace));
+    let drain_period = p.take("server.drain_period", duration(&raw.drain_period));
+    let reconnect_jitter = p.take("server.reconnect_jitter", duration(&raw.reconnect_jitter));
     let max_frame_size = raw.max_frame_size.unwrap_or(raw.max_message_size);
-    within(
+    let mut max_frame_size = p.take(
         "server.max_frame_size",
-        max_frame_size,
-        MAX_SIZE_LIMIT,
-        invalid,
-    )?;
-    if max_frame_size > raw.max_message_size {
-        return Err(invalid(
-            "server.max_frame_size",
-            format!(
-                "{max_frame_size} is larger than server.max_message_size ({}); a frame cannot exceed a message",
-                raw.max_message_size
-            ),
-        ));
+        within(max_frame_size, MAX_SIZE_LIMIT),
+    );
+    if let (Some(frame), Some(message)) = (max_frame_size, max_message_size) {
+        if frame > message {
+            p.add(
+                "server.max_frame_size",
+                format!(
+                    "{frame} is larger than server.max_message_size ({message}); a frame cannot exceed a message"
+                ),
+            );
+            max_frame_size = None;
+        }
     }
-    Ok(ServerConfig {
-        listen,
-        max_connections: raw.max_connections,
+    if addrs.len() != listen.len() || addrs.is_empty() {
+        return None;
+    }
+    Some(ServerConfig {
+        listen: addrs,
+        max_connections: max_connections?,
         max_connections_per_ip: raw.max_connections_per_ip,
-        shutdown_grace: raw.shutdown_grace,
-        handshake_timeout: raw.handshake_timeout,
-        max_message_size: raw.max_message_size,
-        max_frame_size,
-        outbound_queue: raw.outbound_queue,
-        outbound_queue_bytes: raw.outbound_queue_bytes,
-        max_http_connections: raw.max_http_connections,
-        write_timeout: raw.write_timeout,
-        drain_period: raw.drain_period,
-        reconnect_jitter: raw.reconnect_jitter,
-        trusted_proxies: trusted_proxies(&raw.trusted_proxies)
-            .map_err(|r| invalid("server.trusted_proxies", r))?,
+        shutdown_grace: shutdown_grace?,
+        handshake_timeout: handshake_timeout?,
+        max_message_size: max_message_size?,
+        max_frame_size: max_frame_size?,
+        outbound_queue: outbound_queue?,
+        outbound_queue_bytes: outbound_queue_bytes?,
+        max_http_connections: max_http_connections?,
+        write_timeout: write_timeout?,
+        drain_period: drain_period?,
+        reconnect_jitter: reconnect_jitter?,
+        trusted_proxies: p.take(
+            "server.trusted_proxies",
+            trusted_proxies(&raw.trusted_proxies),
+        )?,
         proxy_protocol: raw.proxy_protocol,
     })
 }
 
-fn admin(raw: RawAdmin, invalid: &Invalid) -> Result<AdminConfig, ConfigError> {
-    if !raw.enabled {
-        return Ok(AdminConfig { listen: None });
-    }
-    let addr = raw.listen.parse::<SocketAddr>().map_err(|_| {
-        invalid(
-            "admin.listen",
-            format!(
-                "`{}` is not an IP:port address, e.g. \"127.0.0.1:9090\" (or set admin.enabled = false)",
-                raw.listen
-            ),
-        )
-    })?;
-    Ok(AdminConfig { listen: Some(addr) })
+fn log(mut raw: LogConfig, p: &mut Problems) -> Option<LogConfig> {
+    let level = p.take("log.level", log_filter::normalise(&raw.level));
+    let dir_ok = match &raw.dir {
+        Some(dir) => p.take("log.dir", log_dir::check(dir)).is_some(),
+        None => true,
+    };
+    raw.level = level?;
+    dir_ok.then_some(raw)
 }
 
-fn publish(
-    raw: RawPublish,
-    source: &Path,
-    invalid: &Invalid,
-) -> Result<PublishConfig, ConfigError> {
-    check_path(&raw.path).map_err(|r| invalid("publish.path", r))?;
+fn admin(raw: RawAdmin, p: &mut Problems) -> Option<AdminConfig> {
+    if !raw.enabled {
+        return Some(AdminConfig { listen: None });
+    }
+    let addr = raw.listen.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "`{}` is not an IP:port address, e.g. \"127.0.0.1:9090\" (or set admin.enabled = false)",
+            raw.listen
+        )
+    });
+    let addr = p.take("admin.listen", addr)?;
+    Some(AdminConfig { listen: Some(addr) })
+}
+
+fn publish(raw: RawPublish, source: &Path, p: &mut Problems) -> Option<PublishConfig> {
+    let path = p.take("publish.path", check_path(&raw.path).map(|()| raw.path));
     let token = match (raw.token, raw.token_file) {
         (Some(_), Some(_)) => {
-            return Err(invalid(
+            p.add(
                 "publish.token_file",
                 "set either publish.token or publish.token_file, not both".into(),
-            ));
+            );
+            None
         }
-        (Some(t), None) => Some(t),
-        (None, Some(file)) => {
-            // A relative token_file is relative to the config file, like an include.
-            let file = match source.parent() {
-                Some(dir) if file.is_relative() => dir.join(file),
-                _ => file,
-            };
-            let text = read_bounded(&file, MAX_TOKEN_FILE)
-                .map_err(|e| invalid("publish.token_file", e))?;
-            Some(text.trim().to_owned())
-        }
-        (None, None) => None,
+        (Some(t), None) => Some(Some(t)),
+        (None, Some(file)) => p
+            .take("publish.token_file", read_token(&file, source))
+            .map(Some),
+        (None, None) => Some(None),
     };
-    if token.as_deref() == Some("") {
-        return Err(invalid(
-            "publish.token",
-            "is empty; remove it to disable auth, or set a long random secret".into(),
-        ));
-    }
+    let token = match token {
+        Some(Some(t)) if t.is_empty() => {
+            p.add(
+                "publish.token",
+                "is empty; remove it to disable auth, or set a long random secret".into(),
+            );
+            None
+        }
+        other => other,
+    };
     let max_body_size = raw.max_body_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
-    within(
+    let max_body_size = p.take(
         "publish.max_body_size",
-        max_body_size,
-        MAX_SIZE_LIMIT,
-        invalid,
-    )?;
-    Ok(PublishConfig {
-        path: raw.path,
-        token,
+        within(max_body_size, MAX_SIZE_LIMIT),
+    );
+    let rate = publish_rate(raw.rate_limit, raw.rate_burst, p);
+    Some(PublishConfig {
+        path: path?,
+        token: token?,
         allow_get: raw.allow_get,
-        max_body_size,
+        max_body_size: max_body_size?,
         allow_unauthenticated: raw.allow_unauthenticated,
-        rate: publish_rate(raw.rate_limit, raw.rate_burst, invalid)?,
+        rate: rate?,
     })
 }
 
 fn publish_rate(
     limit: Option<u32>,
     burst: Option<u32>,
-    invalid: &Invalid,
-) -> Result<Option<PublishRate>, ConfigError> {
+    p: &mut Problems,
+) -> Option<Option<PublishRate>> {
     let Some(per_second) = limit.and_then(NonZeroU32::new) else {
         if burst.is_some() {
-            return Err(invalid(
+            p.add(
                 "publish.rate_burst",
                 "applies only with publish.rate_limit: set rate_limit (requests per second) or remove rate_burst".into(),
-            ));
+            );
+            return None;
         }
-        return Ok(None);
+        return Some(None);
     };
     let burst = match burst {
         None => per_second,
-        Some(n) => NonZeroU32::new(n).ok_or_else(|| {
-            invalid(
-                "publish.rate_burst",
-                "is 0, which would refuse every publish: use at least 1 (it defaults to rate_limit)".into(),
-            )
-        })?,
+        Some(n) => p.take(
+            "publish.rate_burst",
+            NonZeroU32::new(n).ok_or_else(|| {
+                "is 0, which would refuse every publish: use at least 1 (it defaults to rate_limit)"
+                    .to_owned()
+            }),
+        )?,
     };
-    Ok(Some(PublishRate { per_second, burst }))
+    Some(Some(PublishRate { per_second, burst }))
 }
 
 /// `[heartbeat.NAME]`: ceilings here, the strategy's own rules in [`RawPolicy::validate`].
-fn policy(name: &str, raw: RawPolicy, invalid: &Invalid) -> Result<Option<Policy>, ConfigError> {
+/// `None` when invalid (recorded); `Some(None)` for strategy `none`.
+fn policy(name: &str, raw: RawPolicy, p: &mut Problems) -> Option<Option<Policy>> {
     let key = |field: &str| format!("heartbeat.{name}.{field}");
+    let mut ok = true;
     for (field, value) in [
-        ("ping_interval", raw.ping_interval),
-        ("ping_timeout", raw.ping_timeout),
+        ("ping_interval", &raw.ping_interval),
+        ("ping_timeout", &raw.ping_timeout),
     ] {
         if let Some(value) = value {
-            duration(&key(field), value, invalid)?;
+            ok &= p.take(&key(field), duration(value)).is_some();
         }
     }
-    raw.validate(MAX_DURATION)
-        .map_err(|e| invalid(&key(e.field), e.reason))
+    let policy = raw.validate(MAX_DURATION).map_err(|e| (e.field, e.reason));
+    match policy {
+        Ok(policy) if ok => Some(policy),
+        Ok(_) => None,
+        Err((field, reason)) => {
+            p.add(&key(field), reason);
+            None
+        }
+    }
 }
 
-fn positive(key: &str, value: usize, invalid: &Invalid) -> Result<(), ConfigError> {
-    within(key, value, usize::MAX, invalid)
+/// `[[route]]` number `i`; `paths` holds the paths taken so far.
+fn route(
+    i: usize,
+    raw: RawRoute,
+    policies: &BTreeSet<String>,
+    paths: &mut BTreeSet<String>,
+    p: &mut Problems,
+) -> Option<RouteConfig> {
+    let key = |field: &str| format!("route[{i}].{field}");
+    let mut path = p.take(&key("path"), check_path(&raw.path).map(|()| &raw.path));
+    if path.is_some() && !paths.insert(raw.path.clone()) {
+        p.add(
+            &key("path"),
+            format!(
+                "`{}` is already used by another route or by [publish]",
+                raw.path
+            ),
+        );
+        path = None;
+    }
+    let origins = match &raw.origins {
+        None => Some(Origins::SameOrigin),
+        Some(list) => {
+            let mut patterns = Vec::with_capacity(list.len());
+            for text in list {
+                patterns.extend(p.take(&key("origins"), OriginPattern::parse(text)));
+            }
+            (patterns.len() == list.len()).then_some(Origins::List(patterns))
+        }
+    };
+    let channel = raw.channel.clone().unwrap_or_else(|| raw.path.clone());
+    let channel = p.take(&key("channel"), check_channel(&channel).map(|()| channel));
+    let mut heartbeat_ok = true;
+    if let Some(name) = &raw.heartbeat {
+        if !policies.contains(name) {
+            let known: Vec<&str> = policies.iter().map(String::as_str).collect();
+            p.add(
+                &key("heartbeat"),
+                format!(
+                    "no policy named `{name}`; define [heartbeat.{name}] or use one of: {}",
+                    list_or_none(&known)
+                ),
+            );
+            heartbeat_ok = false;
+        }
+    }
+    path?;
+    if !heartbeat_ok {
+        return None;
+    }
+    Some(RouteConfig {
+        path: raw.path,
+        origins: origins?,
+        welcome: raw.welcome,
+        on_message: raw.on_message,
+        echo_prefix: raw.echo_prefix,
+        relay_prefix: raw.relay_prefix,
+        channel: channel?,
+        heartbeat: raw.heartbeat,
+        slow_consumer: raw.slow_consumer,
+    })
+}
+
+fn positive(value: usize) -> Result<usize, String> {
+    within(value, usize::MAX)
 }
 
 /// `value` in `1..=max`.
-fn within(key: &str, value: usize, max: usize, invalid: &Invalid) -> Result<(), ConfigError> {
+fn within(value: usize, max: usize) -> Result<usize, String> {
     if value == 0 {
-        return Err(invalid(key, "must be greater than 0".into()));
+        return Err("must be greater than 0".into());
     }
     if value > max {
-        return Err(invalid(key, format!("{value} is over the limit of {max}")));
+        return Err(format!("{value} is over the limit of {max}"));
     }
-    Ok(())
+    Ok(value)
 }
 
-fn nonzero_duration(key: &str, value: Duration, invalid: &Invalid) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        return Err(invalid(
-            key,
-            "must be greater than 0, e.g. \"5s\" or \"250ms\"".into(),
-        ));
+fn nonzero_duration(value: &HumanDuration) -> Result<Duration, String> {
+    if value.get().is_zero() {
+        return Err("must be greater than 0, e.g. \"5s\" or \"250ms\"".into());
     }
-    duration(key, value, invalid)
+    duration(value)
 }
 
-fn duration(key: &str, value: Duration, invalid: &Invalid) -> Result<(), ConfigError> {
-    if value > MAX_DURATION {
-        return Err(invalid(
-            key,
-            format!(
-                "{} is longer than the limit of 24h",
-                humantime::format_duration(value)
-            ),
-        ));
+/// Within [`MAX_DURATION`]; the message quotes the value as written.
+fn duration(value: &HumanDuration) -> Result<Duration, String> {
+    if value.get() > MAX_DURATION {
+        return Err(format!("`{value}` is longer than the limit of 24h"));
     }
-    Ok(())
+    Ok(value.get())
 }
 
 fn check_path(path: &str) -> Result<(), String> {
@@ -433,6 +496,33 @@ pub fn check_channel(name: &str) -> Result<(), String> {
             "`{name}` is not a channel name: use 1 to {MAX_CHANNEL_LEN} characters from A-Z a-z 0-9 / _ . : -"
         ))
     }
+}
+
+/// The token in `publish.token_file` (`written` as in the config at `source`).
+fn read_token(written: &Path, source: &Path) -> Result<String, String> {
+    let file = token_file::resolve_here(written, source)?;
+    let credential = token_file::credential(written)?;
+    let text = read_bounded(&file, MAX_TOKEN_FILE).map_err(|e| match credential {
+        Some(name) => format!(
+            "{e} (is LoadCredential={name}:/etc/heartwire/{name} in the unit, and does its source exist?)"
+        ),
+        None => e,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(match credential {
+            Some(name) => format!(
+                "`{}` ({}) is empty: write a long random secret into the source of the unit's LoadCredential={name}:..., e.g. /etc/heartwire/{name}, and restart; or remove token_file to publish without a token",
+                written.display(),
+                file.display()
+            ),
+            None => format!(
+                "`{}` is empty: write a long random secret into it, or remove token_file to publish without a token",
+                file.display()
+            ),
+        });
+    }
+    Ok(token.to_owned())
 }
 
 /// Reads a text file of at most `max` bytes (a config names its files: `/dev/zero` must

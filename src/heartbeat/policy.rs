@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::json_gzip::JsonGzip;
 use super::protocol::ProtocolPing;
 use super::strategy::Heartbeat;
+use crate::duration::HumanDuration;
 
 /// Default heartbeat interval.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -113,25 +114,17 @@ pub enum StrategyKey {
 }
 
 /// `[heartbeat.NAME]` as written.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     /// Which strategy.
     pub strategy: StrategyKey,
     /// Time between pings.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub ping_interval: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_interval: Option<HumanDuration>,
     /// `protocol` only.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub ping_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_timeout: Option<HumanDuration>,
     /// `json-gzip` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_missed: Option<u32>,
@@ -159,7 +152,10 @@ impl RawPolicy {
     /// a derived `ping_timeout` stops at `longest`.
     pub fn validate(&self, longest: Duration) -> Result<Option<Policy>, PolicyError> {
         const POSITIVE: &str = "must be greater than 0, e.g. \"5s\" or \"250ms\"";
-        let interval = self.ping_interval.unwrap_or(DEFAULT_PING_INTERVAL);
+        let interval = self
+            .ping_interval
+            .as_ref()
+            .map_or(DEFAULT_PING_INTERVAL, HumanDuration::get);
         if interval.is_zero() {
             return refuse("ping_interval", POSITIVE);
         }
@@ -183,11 +179,14 @@ impl RawPolicy {
                         "applies to strategy `json-gzip`; `protocol` closes a peer silent for ping_timeout",
                     );
                 }
-                let timeout = self.ping_timeout.unwrap_or_else(|| {
-                    interval
-                        .saturating_mul(DEFAULT_TIMEOUT_INTERVALS)
-                        .min(longest)
-                });
+                let timeout = self.ping_timeout.as_ref().map_or_else(
+                    || {
+                        interval
+                            .saturating_mul(DEFAULT_TIMEOUT_INTERVALS)
+                            .min(longest)
+                    },
+                    HumanDuration::get,
+                );
                 if timeout.is_zero() {
                     return refuse("ping_timeout", POSITIVE);
                 }
@@ -253,10 +252,10 @@ mod tests {
         r.max_missed = Some(3);
         assert_eq!(r.validate(DAY).unwrap_err().field, "max_missed");
         let mut r = raw(StrategyKey::JsonGzip);
-        r.ping_timeout = Some(Duration::from_secs(1));
+        r.ping_timeout = Some(Duration::from_secs(1).into());
         assert_eq!(r.validate(DAY).unwrap_err().field, "ping_timeout");
         let mut r = raw(StrategyKey::None);
-        r.ping_interval = Some(Duration::from_secs(1));
+        r.ping_interval = Some(Duration::from_secs(1).into());
         assert_eq!(r.validate(DAY).unwrap_err().field, "strategy");
         let mut r = raw(StrategyKey::JsonGzip);
         r.max_missed = Some(0);

@@ -15,11 +15,17 @@ use crate::config::{LogConfig, LogFormat, Rotation};
 pub struct Logging {
     _file: Option<WorkerGuard>,
     filter: reload::Handle<EnvFilter, Registry>,
+    /// `RUST_LOG` was set at start: it keeps overriding `[log] level` across reloads.
+    rust_log: bool,
 }
 
 impl Logging {
-    /// Applies a new `[log] level` (format and dir need a restart).
+    /// Applies a new `[log] level` (format and dir need a restart), unless `RUST_LOG`
+    /// overrides it.
     pub fn set_level(&self, level: &str) -> anyhow::Result<()> {
+        if self.rust_log {
+            return Ok(());
+        }
         let filter = EnvFilter::try_new(level).with_context(|| format!("log.level `{level}`"))?;
         self.filter
             .reload(filter)
@@ -29,8 +35,14 @@ impl Logging {
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `[log] level`.
 pub fn init(config: &LogConfig) -> anyhow::Result<Logging> {
-    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
-    let filter = EnvFilter::try_new(&level).with_context(|| format!("log.level `{level}`"))?;
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let level = rust_log.clone().unwrap_or_else(|| config.level.clone());
+    let from = if rust_log.is_some() {
+        "RUST_LOG"
+    } else {
+        "log.level"
+    };
+    let filter = EnvFilter::try_new(&level).with_context(|| format!("{from} `{level}`"))?;
     let (filter, handle) = reload::Layer::new(filter);
 
     let mut layers: Vec<Box<dyn Layer<_> + Send + Sync>> =
@@ -68,6 +80,7 @@ pub fn init(config: &LogConfig) -> anyhow::Result<Logging> {
     Ok(Logging {
         _file: guard,
         filter: handle,
+        rust_log: rust_log.is_some(),
     })
 }
 
@@ -84,5 +97,30 @@ where
     match format {
         LogFormat::Text => layer.boxed(),
         LogFormat::Json => layer.json().boxed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter a reload leaves in place, with or without `RUST_LOG` at start.
+    fn after_reload(rust_log: bool) -> String {
+        let (layer, filter) = reload::Layer::new(EnvFilter::new("debug"));
+        // Not installed: the handle only needs its layer alive.
+        let _subscriber = tracing_subscriber::registry().with(layer);
+        let logging = Logging {
+            _file: None,
+            filter,
+            rust_log,
+        };
+        logging.set_level("warn").unwrap();
+        logging.filter.with_current(|f| f.to_string()).unwrap()
+    }
+
+    #[test]
+    fn rust_log_outlasts_a_reload() {
+        assert_eq!(after_reload(false), "warn");
+        assert_eq!(after_reload(true), "debug");
     }
 }

@@ -8,7 +8,8 @@
 //!   request or handshake;
 //! - `server.outbound_queue_bytes`, `write_timeout`, message sizes, `proxy_protocol`: new
 //!   connections;
-//! - `server.listen`, `server.outbound_queue`, `[admin]` and `[log] dir`: only after a restart.
+//! - `server.listen`, `server.outbound_queue`, `[admin]` and `[log]` `format`, `dir` and
+//!   `rotation`: only after a restart (a reload logs a warning for each).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,7 +32,10 @@ pub fn reload(path: &Path, served: &Served, config_tx: &watch::Sender<Arc<Config
             true
         }
         Err(err) => {
-            error!("reload refused, keeping the running config: {err}");
+            // One event per problem: each stays one line in the journal.
+            for line in err.lines() {
+                error!("reload refused, keeping the running config: {line}");
+            }
             false
         }
     }
@@ -100,16 +104,101 @@ pub fn log_changes(old: &Config, new: &Config) {
         changed.join("; ")
     };
     info!(file = %new.source.display(), "config reloaded: {summary}");
-    if old.server.listen != new.server.listen {
-        warn!("server.listen changed: restart heartwire to listen on the new address(es)");
-    }
-    if old.admin != new.admin {
-        warn!("[admin] changed: restart heartwire to move the admin listener");
+    for line in needs_restart(old, new) {
+        warn!("{line}");
     }
     super::open_files::recheck(&old.server, &new.server);
+}
+
+/// What changed that the running daemon keeps as it was until a restart, one line each.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut lines = Vec::new();
+    if old.server.listen != new.server.listen {
+        lines.push("server.listen changed: restart heartwire to listen on the new address(es)");
+    }
+    if old.admin != new.admin {
+        lines.push("[admin] changed: restart heartwire to move the admin listener");
+    }
     if old.server.outbound_queue != new.server.outbound_queue {
-        warn!(
-            "server.outbound_queue changed: applies to routes added from now on; restart for the rest"
+        lines.push(
+            "server.outbound_queue changed: applies to routes added from now on; restart for the rest",
         );
+    }
+    // The logger is built once at start; only its level follows a reload.
+    if old.log.format != new.log.format {
+        lines.push(
+            "log.format changed: restart heartwire to apply it; logging goes on in the old format",
+        );
+    }
+    if old.log.dir != new.log.dir {
+        lines.push(
+            "log.dir changed: restart heartwire to apply it; log files go on in the old place",
+        );
+    }
+    if old.log.rotation != new.log.rotation {
+        lines
+            .push("log.rotation changed: restart heartwire to apply it; files roll over as before");
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What `log_changes` logs going from `old` to `new` (TOML texts).
+    fn logged(old: &str, new: &str) -> String {
+        let parse = |text| config::from_toml(text, Path::new("h.toml")).unwrap();
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Capture(writer.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || log_changes(&parse(old), &parse(new)));
+        let bytes = buf.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(data);
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_format_dir_and_rotation_need_a_restart() {
+        let dir = std::env::temp_dir();
+        let new = format!(
+            "[log]\nformat = \"json\"\ndir = \"{}\"\nrotation = \"hourly\"\nlevel = \"debug\"\n",
+            dir.display()
+        );
+        let out = logged("", &new);
+        for line in [
+            "config reloaded: log",
+            "WARN heartwire::ops::reload: log.format changed: restart heartwire to apply it",
+            "WARN heartwire::ops::reload: log.dir changed: restart heartwire to apply it",
+            "WARN heartwire::ops::reload: log.rotation changed: restart heartwire to apply it",
+        ] {
+            assert!(out.contains(line), "no `{line}` in:\n{out}");
+        }
+        // The level alone applies at once: nothing to restart for.
+        let out = logged("", "[log]\nlevel = \"debug\"\n");
+        assert!(out.contains("config reloaded: log"), "{out}");
+        assert!(!out.contains("WARN"), "{out}");
     }
 }

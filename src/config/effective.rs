@@ -1,0 +1,111 @@
+//! `heartwire check --print`: the config the daemon would run, file plus environment, with
+//! every default written out, as TOML that loads back to the same config. The publish
+//! token is redacted.
+
+use std::path::Path;
+
+use super::load::raw;
+use super::raw::RawConfig;
+use super::token_file;
+use super::types::*;
+use crate::heartbeat::Policy;
+
+/// What `token` is printed as.
+pub const REDACTED: &str = "<redacted>";
+
+/// The effective config of `path` (file plus `HEARTWIRE_*` environment) as TOML, every
+/// default written out and the publish token redacted. Keys that have no default value
+/// (TOML cannot write "none") are listed in a comment at the top.
+pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
+    let raw = raw(path)?;
+    let config = Config::from_raw(raw.clone(), path)?;
+    let (raw, unset) = fill(raw, &config, path);
+    let body = toml::to_string_pretty(&raw)
+        .map_err(|e| ConfigError::Parse(vec![format!("{}: {e}", path.display())]))?;
+    let mut out = format!(
+        "# The effective config of {}:\n# the file plus the HEARTWIRE_* environment, every default written out,\n# the publish token redacted.\n",
+        path.display()
+    );
+    if !unset.is_empty() {
+        out.push_str("# Not set (these have no value to write):\n");
+        for line in unset {
+            out.push_str(&format!("#   {line}\n"));
+        }
+    }
+    out.push('\n');
+    out.push_str(&body);
+    Ok(out)
+}
+
+/// `raw` with every default the validated `config` applied written in, and the keys left
+/// unset, each with what that means.
+fn fill(mut raw: RawConfig, config: &Config, path: &Path) -> (RawConfig, Vec<String>) {
+    let mut unset = Vec::new();
+    raw.server.max_frame_size = Some(config.server.max_frame_size);
+    raw.log.level.clone_from(&config.log.level);
+    if raw.log.dir.is_none() {
+        unset.push("log.dir: logs go to stderr only".to_owned());
+    }
+
+    let publish = &mut raw.publish;
+    publish.max_body_size = Some(config.publish.max_body_size);
+    if publish.token.is_some() {
+        publish.token = Some(REDACTED.into());
+    }
+    if let Some(file) = &publish.token_file {
+        // Absolute, so the printed config reads the same file wherever it is saved.
+        if let Ok(None) = token_file::credential(file) {
+            if let Ok(resolved) = token_file::resolve(file, path, None) {
+                publish.token_file = Some(std::path::absolute(&resolved).unwrap_or(resolved));
+            }
+        }
+    }
+    if publish.token.is_none() && publish.token_file.is_none() {
+        unset.push("publish.token, publish.token_file: publishing needs no token".to_owned());
+    }
+    match config.publish.rate {
+        Some(rate) => {
+            publish.rate_limit = Some(rate.per_second.get());
+            publish.rate_burst = Some(rate.burst.get());
+        }
+        // 0 is off, as absent is.
+        None => publish.rate_limit = Some(0),
+    }
+
+    for (name, policy) in &mut raw.heartbeat {
+        match config.heartbeats.get(name) {
+            Some(Some(Policy::Protocol { interval, timeout })) => {
+                policy
+                    .ping_interval
+                    .get_or_insert_with(|| (*interval).into());
+                policy.ping_timeout.get_or_insert_with(|| (*timeout).into());
+            }
+            Some(Some(Policy::JsonGzip {
+                interval,
+                max_missed,
+            })) => {
+                policy
+                    .ping_interval
+                    .get_or_insert_with(|| (*interval).into());
+                policy.max_missed = Some(max_missed.get());
+            }
+            Some(None) | None => {}
+        }
+    }
+
+    for (i, (raw, route)) in raw.routes.iter_mut().zip(&config.routes).enumerate() {
+        raw.channel = Some(route.channel.clone());
+        if raw.origins.is_none() {
+            unset.push(format!(
+                "route[{i}].origins: same origin only (Origin host = Host)"
+            ));
+        }
+        if raw.welcome.is_none() {
+            unset.push(format!("route[{i}].welcome: no welcome message"));
+        }
+        if raw.heartbeat.is_none() {
+            unset.push(format!("route[{i}].heartbeat: no heartbeat"));
+        }
+    }
+    (raw, unset)
+}
