@@ -301,4 +301,30 @@ mod tests {
             client_of("127.0.0.1:1", &[(XFF, v)], &["127.0.0.1"]);
         }
     }
+
+    proptest::proptest! {
+        /// Whatever a trusted peer writes, the answer is the peer or an address the headers
+        /// named, and nothing panics.
+        #[test]
+        fn arbitrary_headers_never_panic(
+            xff in proptest::collection::vec("[ -~]{0,40}", 0..4),
+            fwd in proptest::collection::vec("[ -~]{0,60}", 0..4),
+        ) {
+            let mut map = HeaderMap::new();
+            for v in &xff {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    map.append(X_FORWARDED_FOR, v);
+                }
+            }
+            for v in &fwd {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    map.append(FORWARDED, v);
+                }
+            }
+            let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+            let got = client(peer, &map, &trusted(&["127.0.0.0/8"]));
+            let named = xff.iter().chain(&fwd).any(|h| h.contains(&got.ip().to_string()));
+            proptest::prop_assert!(got == peer || named, "{got} from {xff:?} {fwd:?}");
+        }
+    }
 }

@@ -299,4 +299,30 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes, or a valid header's bytes cut or corrupted anywhere: the parser
+        /// answers (wait, refuse, or a header no longer than the input) and never panics.
+        #[test]
+        fn arbitrary_input_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            cut in 0usize..120,
+            flip in 0usize..120,
+        ) {
+            if let Ok(Some((len, _))) = parse(&bytes) {
+                proptest::prop_assert!(len <= bytes.len());
+            }
+            let mut v1 = b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 8080\r\nGET /".to_vec();
+            v1.truncate(cut.min(v1.len()));
+            let _ = parse(&v1);
+            let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+            v2.extend_from_slice(&[0x21, 0x11, 0, 12, 127, 0, 0, 2, 127, 0, 0, 1, 0x9c, 0x40, 0x1f, 0x90]);
+            if let Some(b) = v2.get_mut(flip % 28) {
+                *b ^= 0x5a;
+            }
+            if let Ok(Some((len, _))) = parse(&v2) {
+                proptest::prop_assert!(len <= v2.len());
+            }
+        }
+    }
 }
