@@ -16,6 +16,12 @@ pub const SLOW_CONSUMER: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
 /// 4000: the client stopped answering heartbeats.
 pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+/// 4001: the connection's token expired and no fresh one came (`{"token": "..."}`).
+pub const TOKEN_EXPIRED: u16 = 4001;
+/// 4003: a refreshed token was refused; the reason says why.
+pub const TOKEN_REFUSED: u16 = 4003;
+/// 4009: the backend disconnected it (`POST <publish path>/disconnect`): logout, ban.
+pub const DISCONNECTED: u16 = 4009;
 
 /// A close frame with `code` and a reason (truncated to the 123 bytes a frame holds).
 pub fn frame(code: u16, reason: &str) -> CloseFrame {

@@ -13,6 +13,7 @@
 //! - [`fanout`]: routes, their connections and rings, the broker, the drain;
 //! - [`metrics`]: the counters every layer above pushes to;
 //! - [`config`]: the file, validated; [`heartbeat`]: policies and strategies;
+//!   [`channels`]: channel names, templates and route path patterns;
 //! - leaves: [`wire`] (frames encoded once), [`http`] (responses), [`close`] (codes),
 //!   [`duration`] (durations as written in the config), [`process`] (the process's own
 //!   figures: memory, descriptors, CPU).
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod channels;
 mod close;
 pub mod config;
 mod conn;

@@ -95,7 +95,7 @@ fn the_everything_fixture_means_what_it_says() {
             "Debug leaks the token"
         );
         let f = c.route("/f").unwrap();
-        assert_eq!(f.channel, "chan:1");
+        assert_eq!(f.channels[0].to_string(), "chan:1");
         assert_eq!(
             c.heartbeats["f"].map(|p| p.liveness()),
             Some(heartwire::heartbeat::Liveness::Timeout(
@@ -256,7 +256,7 @@ fn print_writes_every_default_and_loads_back_the_same() {
                 .unwrap();
         for line in [
             "ping_timeout = \"300ms\"",
-            "channel = \"/g\"",
+            "channels = [\"/g\"]",
             "rate_burst = 50",
             "#   route[1].welcome: no welcome message",
         ] {

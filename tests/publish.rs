@@ -36,16 +36,16 @@ async fn get_and_post_reach_every_client_of_the_channel_exactly_once() {
     assert_eq!(
         s.http("GET", "/receive?msg=one%20two&channel=news", &[], b"")
             .await,
-        (200, "{\"queued\":3}\n".into())
+        (200, "{\"channels\":{\"news\":3},\"queued\":3}\n".into())
     );
     assert_eq!(
         s.http("GET", "/receive?channel=news&msg=caf%C3%A9+1%2B1", &[], b"")
             .await,
-        (200, "{\"queued\":3}\n".into())
+        (200, "{\"channels\":{\"news\":3},\"queued\":3}\n".into())
     );
     assert_eq!(
         s.publish("/receive?channel=news", "three").await,
-        (200, "{\"queued\":3}\n".into())
+        (200, "{\"channels\":{\"news\":3},\"queued\":3}\n".into())
     );
     assert_eq!(s.publish("/receive?channel=%2Fc", "for c").await.0, 200);
     for ws in [&mut a1, &mut a2, &mut b] {
@@ -147,7 +147,7 @@ async fn bad_requests_get_a_4xx_with_a_reason() {
             &[],
             b"x".to_vec(),
             404,
-            "no route has channel `nobody`",
+            "no route could give a connection channel `nobody`",
         ),
         ("GET", "/receive", &[], vec![], 400, "missing `msg`"),
         (

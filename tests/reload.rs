@@ -172,7 +172,7 @@ async fn no_connection_or_message_is_lost_across_reloads_under_publish_traffic()
         let (status, body) = s.publish("/publish?channel=/a", &i.to_string()).await;
         assert_eq!(
             (status, body.as_str()),
-            (200, "{\"queued\":5}\n"),
+            (200, "{\"channels\":{\"/a\":5},\"queued\":5}\n"),
             "publish {i}"
         );
     }

@@ -94,7 +94,10 @@ fn fill(mut raw: RawConfig, config: &Config, path: &Path) -> (RawConfig, Vec<Str
     }
 
     for (i, (raw, route)) in raw.routes.iter_mut().zip(&config.routes).enumerate() {
-        raw.channel = Some(route.channel.clone());
+        if raw.channels.is_none() {
+            raw.channels = Some(route.channels.iter().map(ToString::to_string).collect());
+            raw.channel = None;
+        }
         if raw.origins.is_none() {
             unset.push(format!(
                 "route[{i}].origins: same origin only (Origin host = Host)"

@@ -337,7 +337,7 @@ mod tests {
             prop_assert_eq!(c.heartbeats["p"], Some(Policy::Protocol { interval, timeout: Duration::from_millis(timeout_ms) }));
             prop_assert_eq!(c.heartbeats["j"], Some(Policy::JsonGzip { interval, max_missed: NonZeroU32::new(missed).unwrap() }));
             let route = c.route(&path).unwrap();
-            prop_assert_eq!(&route.channel, &channel);
+            prop_assert_eq!(route.channels[0].to_string(), channel);
             prop_assert_eq!(route.welcome.as_deref(), Some(welcome.as_str()));
             prop_assert_eq!(&route.origins, &Origins::List(vec![OriginPattern::parse(&origin).unwrap()]));
         }

@@ -24,4 +24,3 @@ pub use load::{from_toml, load, provenance};
 pub use proxies::{MAX_TRUSTED_PROXIES, TrustedProxies, trusted_proxies};
 pub use raw::RawConfig;
 pub use types::*;
-pub use validate::check_channel;

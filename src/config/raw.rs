@@ -140,6 +140,8 @@ pub(super) struct RawRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) channel: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) channels: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) heartbeat: Option<String>,
     #[serde(default)]
     pub(super) slow_consumer: SlowConsumer,

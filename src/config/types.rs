@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::origin::Origins;
 use super::proxies::TrustedProxies;
+use crate::channels::{PathPattern, Template};
 use crate::heartbeat::Policy;
 
 /// Where the daemon listens when the file says nothing.
@@ -43,8 +44,8 @@ pub const DEFAULT_RECONNECT_JITTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Where backends publish.
 pub const DEFAULT_PUBLISH_PATH: &str = "/publish";
-/// Longest channel name, in bytes.
-pub const MAX_CHANNEL_LEN: usize = 128;
+/// Most channel templates one route may name.
+pub const MAX_ROUTE_CHANNELS: usize = 16;
 
 /// Longest any duration key may be: beyond it a value is a typo, and timers overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -242,8 +243,10 @@ pub enum SlowConsumer {
 /// `[[route]]`: a WebSocket endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
-    /// URL path, e.g. `/ws`.
+    /// URL path as written, e.g. `/ws` or `/user/{id}`; identifies the route on reload.
     pub path: String,
+    /// The same path, parsed: which request paths it serves.
+    pub pattern: PathPattern,
     /// Which browser origins may connect.
     pub origins: Origins,
     /// Text sent on open.
@@ -254,8 +257,9 @@ pub struct RouteConfig {
     pub echo_prefix: String,
     /// Prepended to relayed messages.
     pub relay_prefix: String,
-    /// The name publishers target (defaults to the path).
-    pub channel: String,
+    /// The channels each connection holds, as templates (default: `channel`, else the
+    /// path); a connection gets each once.
+    pub channels: Vec<Template>,
     /// Name of the heartbeat policy, if any.
     pub heartbeat: Option<String>,
     /// What happens to a client that falls behind.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::origin::{OriginPattern, Origins};
+use crate::channels::{PathPattern, Source, Template};
 use super::proxies::trusted_proxies;
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
 use super::token_file;
@@ -48,9 +49,11 @@ impl Config {
             }
         }
 
-        let mut paths = BTreeSet::from([publish
+        let publish_path = publish
             .as_ref()
-            .map_or(DEFAULT_PUBLISH_PATH.to_owned(), |p| p.path.clone())]);
+            .map_or(DEFAULT_PUBLISH_PATH.to_owned(), |p| p.path.clone());
+        // The kick endpoint lives under the publish path.
+        let mut paths = BTreeSet::from([format!("{publish_path}/disconnect"), publish_path]);
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, raw) in raw.routes.into_iter().enumerate() {
             if let Some(route) = route(i, raw, &policy_names, &mut paths, &mut p) {
@@ -405,8 +408,10 @@ fn route(
             (patterns.len() == list.len()).then_some(Origins::List(patterns))
         }
     };
-    let channel = raw.channel.clone().unwrap_or_else(|| raw.path.clone());
-    let channel = p.take(&key("channel"), check_channel(&channel).map(|()| channel));
+    let pattern = path.and_then(|path| p.take(&key("path"), PathPattern::parse(path)));
+    let channels = pattern
+        .as_ref()
+        .and_then(|pattern| channels(&raw, pattern, &key, p));
     let mut heartbeat_ok = true;
     if let Some(name) = &raw.heartbeat {
         if !policies.contains(name) {
@@ -421,21 +426,72 @@ fn route(
             heartbeat_ok = false;
         }
     }
-    path?;
     if !heartbeat_ok {
         return None;
     }
     Some(RouteConfig {
+        pattern: pattern?,
         path: raw.path,
         origins: origins?,
         welcome: raw.welcome,
         on_message: raw.on_message,
         echo_prefix: raw.echo_prefix,
         relay_prefix: raw.relay_prefix,
-        channel: channel?,
+        channels: channels?,
         heartbeat: raw.heartbeat,
         slow_consumer: raw.slow_consumer,
     })
+}
+
+/// The route's channel templates: `channels`, else `channel`, else the path; each
+/// placeholder must have a source on this route.
+fn channels(
+    raw: &RawRoute,
+    pattern: &PathPattern,
+    key: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<Vec<Template>> {
+    let (field, written) = match (&raw.channel, &raw.channels) {
+        (Some(_), Some(_)) => {
+            p.add(
+                &key("channels"),
+                "set either `channel` or `channels`, not both (`channels = [\"a\", \"b\"]` holds several)"
+                    .into(),
+            );
+            return None;
+        }
+        (Some(one), None) => ("channel", vec![one.clone()]),
+        (None, Some(list)) => ("channels", list.clone()),
+        (None, None) => ("path", vec![raw.path.clone()]),
+    };
+    if written.is_empty() || written.len() > MAX_ROUTE_CHANNELS {
+        p.add(
+            &key(field),
+            format!("name 1 to {MAX_ROUTE_CHANNELS} channels, e.g. [\"news\", \"user.{{sub}}\"]"),
+        );
+        return None;
+    }
+    let mut templates = Vec::with_capacity(written.len());
+    for text in &written {
+        let Some(t) = p.take(&key(field), Template::parse(text)) else {
+            continue;
+        };
+        let missing = t.sources().find_map(|s| match s {
+            Source::Path(name) if !pattern.has_param(name) => Some(format!(
+                "`{t}` needs `{{{name}}}`, which is not a segment of path `{}`: add it to the path (e.g. \"/user/{{{name}}}\"), or take it from {{query.{name}}} or a token claim",
+                raw.path
+            )),
+            Source::Claim(name) => Some(format!(
+                "`{t}` takes `{name}` from a token, but this route requires none: set auth = \"jwt\" on the route"
+            )),
+            Source::Path(_) | Source::Query(_) => None,
+        });
+        match missing {
+            Some(reason) => p.add(&key(field), reason),
+            None => templates.push(t),
+        }
+    }
+    (templates.len() == written.len()).then_some(templates)
 }
 
 fn positive(value: usize) -> Result<usize, String> {
@@ -478,22 +534,6 @@ fn check_path(path: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{path}` is not a URL path: it must start with `/` and hold no spaces, `?` or `#`"
-        ))
-    }
-}
-
-/// Channel names: what publishers may target, from the config or a request.
-pub fn check_channel(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_CHANNEL_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/_.:-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a channel name: use 1 to {MAX_CHANNEL_LEN} characters from A-Z a-z 0-9 / _ . : -"
         ))
     }
 }

@@ -58,9 +58,10 @@ where
             }
             OnMessage::Relay => {
                 s.conn.vitals.route().received(&msg);
-                let target = Target::Route(s.route.path.clone());
+                // To the sender's channels: the route's channel unless it names others.
+                let target = Target::Channels(s.conn.channels.iter().map(|c| c.to_string()).collect());
                 let relayed = prefixed(&s.settings.relay_prefix, msg);
-                // Relay to a route always resolves; the receipt is not needed here.
+                // The receipt is not needed here.
                 if let Err(err) = s.broker.publish(&target, relayed).await {
                     debug!(error = %err, "relay not delivered");
                 }

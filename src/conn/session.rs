@@ -20,8 +20,6 @@ pub struct Session {
     pub broker: Arc<dyn Broker>,
     /// Longest a write may block.
     pub write_timeout: Duration,
-    /// Most bytes it may fall behind its route (`server.outbound_queue_bytes`).
-    pub max_behind_bytes: u64,
     /// How long a shutdown close waits for the peer's answer.
     pub close_grace: Duration,
     /// The daemon's shutdown signal, to tell shutdown from a removed route.
@@ -43,7 +41,6 @@ impl Session {
             route,
             broker,
             write_timeout: config.server.write_timeout,
-            max_behind_bytes: u64::try_from(config.server.outbound_queue_bytes).unwrap_or(u64::MAX),
             close_grace: config.server.shutdown_grace,
             shutdown,
         }

@@ -1,7 +1,7 @@
 //! One connection's life: welcome, inbound messages, fan-out, heartbeat and close.
 //!
 //! The loop `select!`s over cancel-safe futures only (cancellation, the heartbeat
-//! deadline, the next client frame, the route's fan-out, the heartbeat pulse); writes
+//! deadline, the next client frame, its mailbox, the heartbeat pulse); writes
 //! happen in arm bodies, each bounded by `write_timeout`. It knows nothing
 //! strategy-specific: the policy it follows (from the route's pulse) classifies traffic
 //! and [`PeerBeat`] keeps the liveness books.
@@ -10,26 +10,27 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tokio::time::{self, Instant};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
 use super::inbound::{inbound, read_error};
-use super::outbound::{Stop, slow, take_batch};
+use super::outbound::{ended, skipped};
 use super::session::{Ended, Session};
 use super::step::Step;
 use super::write::{close_with, write, write_shared};
 use crate::close;
-use crate::fanout::{Feeds, Vitals};
-use crate::heartbeat::{Active, PeerBeat, TickAction};
+use crate::fanout::Vitals;
+use crate::heartbeat::{Active, PeerBeat, Pulse, TickAction};
 use crate::metrics::SlowAction;
 
 /// How long a close waits for the peer's answer when the server closes for a fault.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// Runs a connection until it closes. `feeds` were subscribed before the handshake was
-/// answered, so nothing published after the client saw its 101 is missed.
+/// Runs a connection until it closes. Its mailbox and `pulse` were subscribed before the
+/// handshake was answered, so nothing published after the client saw its 101 is missed.
 ///
 /// A plain function around an `async move` block, not an `async fn`: an `async fn` keeps
 /// its arguments and their moved-into locals side by side in every state (500 bytes more
@@ -38,13 +39,12 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 pub fn supervise<S>(
     mut ws: WebSocketStream<S>,
     s: Session,
-    mut feeds: Feeds,
+    mut pulse: watch::Receiver<Pulse>,
 ) -> impl Future<Output = Ended>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     async move {
-        let Feeds { outbound, pulse } = &mut feeds;
         // Reused for every batch: no allocation per delivery.
         let mut batch = Vec::new();
         let (mut generation, mut heartbeat) = {
@@ -98,22 +98,21 @@ where
                     }
                     Some(Err(err)) => read_error(err),
                 },
-                msg = outbound.recv() => {
-                    let policy = s.settings.slow_consumer;
-                    match take_batch(outbound, &s.route, msg, policy, s.max_behind_bytes, &mut batch, &vitals) {
-                        Ok(_) if batch.is_empty() => Step::Continue,
-                        Ok(left) => {
-                            for queued in &batch {
-                                vitals.route().sent(queued.frame.message());
+                () = s.conn.mailbox.ready() => {
+                    let limits = s.conn.mailbox.limits();
+                    let taken = s.conn.mailbox.take(&mut batch);
+                    skipped(&vitals, taken.dropped, limits);
+                    match taken.ending {
+                        Some(ending) => ended(ending, limits),
+                        None if batch.is_empty() => Step::Continue,
+                        None => {
+                            for frame in &batch {
+                                vitals.route().sent(frame.message());
                             }
-                            vitals.set_queue_depth(left);
+                            vitals.set_queue_depth(taken.left);
                             let step = write_shared(&mut ws, &batch, s.write_timeout).await;
                             batch.clear();
                             step
-                        }
-                        Err(Stop::Behind(behind)) => slow(behind, s.max_behind_bytes),
-                        Err(Stop::Closed) => {
-                            Step::Close(close::GOING_AWAY, "route removed from config".into(), s.close_grace)
                         }
                     }
                 }

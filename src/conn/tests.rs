@@ -1,5 +1,5 @@
 //! The supervisor's timing rules on paused time: a real supervisor over an in-memory
-//! socket (`tokio::io::duplex`), its route's real ring and heartbeat ticker, and a peer
+//! socket (`tokio::io::duplex`), its real mailbox and heartbeat ticker, and a peer
 //! that speaks raw RFC 6455 frames so it answers exactly what the test says. Time only
 //! moves when every task waits, so the instants asserted are exact.
 
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::session::{Ended, Session};
 use super::supervise;
 use crate::config::{self, Config};
-use crate::fanout::{Hub, MemoryBroker, Registration, Target};
+use crate::fanout::{Hub, Limits, MemoryBroker, Registration, Subscriber, Target};
 use crate::metrics::Metrics;
 
 const MS: Duration = Duration::from_millis(1);
@@ -52,8 +52,18 @@ impl Rig {
         let hub = Arc::new(Hub::new(Arc::new(Metrics::new())));
         hub.apply(&config);
         let route = hub.route("/a").expect("route /a");
-        let feeds = route.feeds();
-        let (conn, registration) = hub.register(&route, "127.0.0.1:1".parse().unwrap());
+        let pulse = route.pulse.subscribe();
+        let who = Subscriber {
+            user: None,
+            channels: vec!["/a".into()],
+        };
+        let limits = Limits {
+            policy: route.settings().slow_consumer,
+            messages: config.server.outbound_queue,
+            bytes: config.server.outbound_queue_bytes,
+        };
+        let (conn, registration) =
+            hub.register(&route, "127.0.0.1:1".parse().unwrap(), who, limits);
         let broker = MemoryBroker::default();
         let _ = futures_util::FutureExt::now_or_never(crate::fanout::Broker::start(
             &broker,
@@ -73,7 +83,7 @@ impl Rig {
             None,
         ))
         .expect("from_raw_socket does no I/O");
-        let task = tokio::spawn(supervise(ws, session, feeds));
+        let task = tokio::spawn(supervise(ws, session, pulse));
         Rig {
             hub,
             peer,
@@ -126,8 +136,8 @@ impl Rig {
     }
 
     fn publish(&self, text: &str) -> usize {
-        let target = Target::Route("/a".into());
-        self.hub.deliver(&target, Message::text(text)).unwrap()
+        let target = Target::Channels(vec!["/a".into()]);
+        self.hub.deliver(&target, Message::text(text)).queued
     }
 }
 
@@ -304,9 +314,10 @@ slow_consumer = "POLICY"
 /// Publishes 10 messages before the connection's task runs, then reads what it gets.
 async fn after_a_burst(policy: &str) -> (Vec<String>, Option<(u16, String)>, Rig) {
     let mut rig = Rig::start(&SLOW.replace("POLICY", policy), 64 * 1024);
-    for i in 1..=10 {
-        assert_eq!(rig.publish(&format!("m{i}")), 1);
-    }
+    let queued: Vec<usize> = (1..=10).map(|i| rig.publish(&format!("m{i}"))).collect();
+    // `disconnect` takes four, then the fifth ends the mailbox; the others take all.
+    let want = if policy == "disconnect" { 4 } else { 10 };
+    assert_eq!(queued.iter().sum::<usize>(), want, "{queued:?}");
     let mut got = Vec::new();
     loop {
         let (op, payload, _) = rig.frame().await;
@@ -324,20 +335,20 @@ async fn after_a_burst(policy: &str) -> (Vec<String>, Option<(u16, String)>, Rig
 }
 
 #[tokio::test(start_paused = true)]
-async fn slow_consumer_disconnect_closes_with_1008_when_lapped() {
+async fn slow_consumer_disconnect_closes_with_1008_when_over_the_queue() {
     let (got, close, rig) = after_a_burst("disconnect").await;
     assert!(got.is_empty(), "{got:?}");
     let (code, reason) = close.expect("a close");
     assert_eq!(code, 1008);
     assert!(
-        reason.starts_with("slow consumer: fell 6 messages behind"),
+        reason.starts_with("slow consumer: 5 messages queued, over server.outbound_queue (4)"),
         "{reason}"
     );
     assert_eq!(rig.task.await.unwrap().code, Some(1008));
 }
 
 #[tokio::test(start_paused = true)]
-async fn slow_consumer_drop_oldest_skips_to_what_the_ring_still_holds() {
+async fn slow_consumer_drop_oldest_keeps_the_newest_that_fit() {
     let (got, close, rig) = after_a_burst("drop-oldest").await;
     assert_eq!(close, None);
     assert_eq!(got, ["m7", "m8", "m9", "m10"]);

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::state::Edge;
-use super::{forwarded, handshake, publish};
+use super::{disconnect, forwarded, handshake, publish};
 use crate::http::{self, Body};
 
 /// Answers one request that came over a connection from `peer` (the address its PROXY
@@ -22,21 +22,23 @@ pub(super) async fn dispatch(
     let config = edge.config.borrow().clone();
     let path = req.uri().path();
     if path == config.publish.path {
-        let timeout = config.server.handshake_timeout;
-        let res = publish::handle(
-            edge.broker.as_ref(),
-            &config.publish,
-            &edge.publish_limit,
-            timeout,
-            req,
-        )
-        .await;
+        let publisher = publish::Publisher {
+            broker: edge.broker.as_ref(),
+            hub: &edge.hub,
+            config: &config.publish,
+            limit: &edge.publish_limit,
+            body_timeout: config.server.handshake_timeout,
+        };
+        let res = publish::handle(publisher, req).await;
         edge.metrics.published(res.status().as_u16());
         return res;
     }
-    if let Some(route) = edge.hub.route(path) {
+    if path.strip_prefix(config.publish.path.as_str()) == Some(disconnect::SUFFIX) {
+        return disconnect::handle(&edge.hub, &config.publish, &edge.publish_limit, &req);
+    }
+    if let Some((route, params)) = edge.hub.find(path) {
         let client = forwarded::client(peer, req.headers(), &config.server.trusted_proxies);
-        return match handshake::upgrade(edge, &config, &route, client, req) {
+        return match handshake::upgrade(edge, &config, &route, params, client, req) {
             Ok(res) => res,
             Err(refused) => {
                 edge.metrics.rejected(refused.why);

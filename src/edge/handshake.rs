@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -21,9 +22,12 @@ use tracing::{Instrument, debug, debug_span, error};
 
 use super::limits::{Full, Slot};
 use super::state::Edge;
+use super::subscribe::{self, Unsubscribable};
+use crate::channels::Params;
 use crate::config::Config;
 use crate::conn::{self, Session};
-use crate::fanout::{Feeds, Registration, Route};
+use crate::fanout::{Limits, Registration, Route};
+use crate::heartbeat::Pulse;
 use crate::http::{Body, Refusal};
 use crate::metrics::{Metrics, Rejection};
 
@@ -49,6 +53,7 @@ pub(super) fn upgrade(
     edge: &Arc<Edge>,
     config: &Config,
     live: &Arc<Route>,
+    params: Params,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Refused> {
@@ -125,6 +130,11 @@ pub(super) fn upgrade(
             ),
         );
     }
+    let who = match subscribe::resolve(&route, &params, req.uri().query(), None) {
+        Ok(who) => who,
+        Err(Unsubscribable::BadRequest(refusal)) => return refuse(Rejection::Channel, refusal),
+        Err(Unsubscribable::NotAllowed(refusal)) => return refuse(Rejection::Channel, refusal),
+    };
     let server = &config.server;
     let slot = match edge.slots.try_claim(
         peer.ip(),
@@ -169,8 +179,13 @@ pub(super) fn upgrade(
                 + 4096,
         );
     // Subscribe now, before the client can see its 101: a publish it triggers must reach it.
-    let feeds = live.feeds();
-    let (conn, registration) = edge.hub.register(live, peer);
+    let pulse = live.pulse.subscribe();
+    let limits = Limits {
+        policy: route.slow_consumer,
+        messages: server.outbound_queue,
+        bytes: server.outbound_queue_bytes,
+    };
+    let (conn, registration) = edge.hub.register(live, peer, who, limits);
     let session = Session::new(
         conn,
         live.clone(),
@@ -183,7 +198,7 @@ pub(super) fn upgrade(
         req,
         ws_config,
         session,
-        feeds,
+        pulse,
     });
     let metrics = edge.metrics.clone();
     edge.tracker
@@ -207,7 +222,7 @@ struct Opening {
     req: Request<Incoming>,
     ws_config: WebSocketConfig,
     session: Session,
-    feeds: Feeds,
+    pulse: watch::Receiver<Pulse>,
 }
 
 /// A connection's task: finish the upgrade, then supervise. A plain function around an
@@ -225,7 +240,7 @@ fn connection(
             req,
             ws_config,
             session,
-            feeds,
+            pulse,
         } = *opening;
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => u,
@@ -245,7 +260,7 @@ fn connection(
         // A bug in one connection must not take others down: contain and report it.
         // Boxed once: a large future moved into the wrapper would otherwise take its
         // space twice in every connection's task.
-        match contained(Box::pin(conn::supervise(ws, session, feeds))).await {
+        match contained(Box::pin(conn::supervise(ws, session, pulse))).await {
             Ok(ended) => debug!(code = ended.code, reason = %ended.reason, "closed"),
             Err(panic) => {
                 metrics.panicked();

@@ -3,6 +3,7 @@
 //! [`forwarded`]), request routing ([`dispatch`]), the WebSocket upgrade ([`handshake`]),
 //! and the publish endpoint ([`publish`], [`form`], [`rate_limit`]).
 
+mod disconnect;
 mod dispatch;
 mod form;
 mod forwarded;
@@ -13,6 +14,7 @@ mod proxy_protocol;
 mod publish;
 mod rate_limit;
 mod state;
+mod subscribe;
 
 pub use listener::accept_loop;
 pub use state::Edge;

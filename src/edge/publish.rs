@@ -1,8 +1,11 @@
 //! The backend's HTTP publish endpoint.
 //!
-//! `POST <path>?channel=NAME` with the message as the body (text/plain and
-//! application/json become text frames, application/octet-stream binary), or the
-//! Tornado-style `GET <path>?msg=M[&channel=NAME]`. No channel means every route.
+//! `POST <path>?channel=NAME[&channel=NAME2...]` with the message as the body (text/plain
+//! and application/json become text frames, application/octet-stream binary); the same
+//! as a JSON envelope (`application/vnd.heartwire+json`: `{"channels": [...], "data": ...}`);
+//! or the Tornado-style `GET <path>?msg=M[&channel=NAME]`. No channel means every
+//! connection. A channel nobody holds is not an error (`queued: 0`: that user is
+//! offline); a name no route could ever give a connection is (404).
 
 use std::time::Duration;
 
@@ -16,8 +19,9 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::form;
 use super::rate_limit::RateLimit;
-use crate::config::{PublishConfig, check_channel};
-use crate::fanout::{Broker, BrokerError, DeliveryError, Receipt, Target};
+use crate::channels::check_channel;
+use crate::config::PublishConfig;
+use crate::fanout::{Broker, BrokerError, Hub, Receipt, Target};
 use crate::http::{self, Body, Refusal};
 
 /// Every status this endpoint answers with (metrics export each from the start). A test
@@ -36,56 +40,63 @@ pub(super) const ANSWERS: [StatusCode; 11] = [
     StatusCode::SERVICE_UNAVAILABLE,
 ];
 
+/// Most channels one publish may name.
+pub(super) const MAX_PUBLISH_CHANNELS: usize = 64;
+
+/// The media type of a publish whose body is an envelope naming channels and data.
+const ENVELOPE: &str = "application/vnd.heartwire+json";
+
+/// What the endpoint needs besides the request.
+pub(super) struct Publisher<'a> {
+    pub broker: &'a dyn Broker,
+    pub hub: &'a Hub,
+    pub config: &'a PublishConfig,
+    pub limit: &'a RateLimit,
+    pub body_timeout: Duration,
+}
+
 /// Handles one publish request.
-pub(super) async fn handle(
-    broker: &dyn Broker,
-    config: &PublishConfig,
-    limit: &RateLimit,
-    body_timeout: Duration,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    match publish(broker, config, limit, body_timeout, req).await {
-        Ok(receipt) => http::json(
-            StatusCode::OK,
-            &serde_json::json!({ "queued": receipt.queued }),
-        ),
+pub(super) async fn handle(p: Publisher<'_>, req: Request<Incoming>) -> Response<Body> {
+    match publish(&p, req).await {
+        Ok((channels, receipt)) => {
+            let mut reply = serde_json::json!({ "queued": receipt.queued });
+            if !channels.is_empty() {
+                let per: serde_json::Map<String, serde_json::Value> = channels
+                    .into_iter()
+                    .zip(receipt.per_channel)
+                    .map(|(name, n)| (name, n.into()))
+                    .collect();
+                reply["channels"] = per.into();
+            }
+            http::json(StatusCode::OK, &reply)
+        }
         Err(refusal) => refusal.into_response(),
     }
 }
 
 async fn publish(
-    broker: &dyn Broker,
-    config: &PublishConfig,
-    limit: &RateLimit,
-    body_timeout: Duration,
+    p: &Publisher<'_>,
     req: Request<Incoming>,
-) -> Result<Receipt, Refusal> {
+) -> Result<(Vec<String>, Receipt), Refusal> {
+    let config = p.config;
     authorize(config, req.headers())?;
     // After the token check, so strangers cannot spend the publishers' budget.
-    throttle(config, limit)?;
-    let mut channel = None;
+    throttle(config, p.limit)?;
+    let mut channels = Vec::new();
     let mut msg = None;
-    // The last of each wins, as with Tornado's get_argument.
     for (k, v) in form::pairs(req.uri().query().unwrap_or_default().as_bytes()) {
         match &*k {
-            b"channel" => channel = Some(v),
+            b"channel" => channels.push(form::decode(v).map_err(|_| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "`channel` is not valid UTF-8 once percent-decoded: channel names use A-Z a-z 0-9 / _ . : - @",
+                )
+            })?),
+            // The last wins, as with Tornado's get_argument.
             b"msg" => msg = Some(v),
             _ => {}
         }
     }
-    let target = match channel {
-        None => Target::All,
-        Some(raw) => {
-            let name = form::decode(raw).map_err(|_| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "`channel` is not valid UTF-8 once percent-decoded: channel names use A-Z a-z 0-9 / _ . : -",
-                )
-            })?;
-            check_channel(&name).map_err(|r| Refusal::new(StatusCode::BAD_REQUEST, r))?;
-            Target::Channel(name)
-        }
-    };
     let message = match *req.method() {
         Method::GET if config.allow_get => {
             let raw = msg.ok_or_else(|| {
@@ -108,7 +119,19 @@ async fn publish(
                 "GET publishing is off (publish.allow_get = false): POST the message as the body",
             ));
         }
-        Method::POST => read_message(config, body_timeout, req).await?,
+        Method::POST => match read_message(config, p.body_timeout, req).await? {
+            Posted::Message(m) => m,
+            Posted::Envelope(envelope) => {
+                if !channels.is_empty() {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "name the channels in the envelope or in the query, not both",
+                    ));
+                }
+                channels = envelope.channels;
+                envelope.message
+            }
+        },
         _ => {
             return Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -117,20 +140,58 @@ async fn publish(
             .with_header(header::ALLOW, HeaderValue::from_static("GET, POST")));
         }
     };
-    broker
+    let target = target(p.hub, &channels)?;
+    let receipt = p
+        .broker
         .publish(&target, message)
         .await
         .map_err(|err| match err {
-            BrokerError::Delivery(DeliveryError::UnknownChannel(_)) => {
-                Refusal::new(StatusCode::NOT_FOUND, err.to_string())
-            }
             BrokerError::NotRunning => {
                 Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
-        })
+        })?;
+    Ok((channels, receipt))
 }
 
-fn authorize(config: &PublishConfig, headers: &hyper::HeaderMap) -> Result<(), Refusal> {
+/// Who a publish naming `channels` is for: every connection when none, else those
+/// channels, each a valid name some route could give a connection.
+fn target(hub: &Hub, channels: &[String]) -> Result<Target, Refusal> {
+    if channels.is_empty() {
+        return Ok(Target::All);
+    }
+    if channels.len() > MAX_PUBLISH_CHANNELS {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} channels named; one publish may name at most {MAX_PUBLISH_CHANNELS}: split it",
+                channels.len()
+            ),
+        ));
+    }
+    for name in channels {
+        check_channel(name).map_err(|r| Refusal::new(StatusCode::BAD_REQUEST, r))?;
+        if !hub.could_hold(name) {
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no route could give a connection channel `{name}`: check the name, or add it to `channel`/`channels` of a [[route]]"
+                ),
+            ));
+        }
+    }
+    let mut unique = channels.to_vec();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != channels.len() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "a channel is named twice: name each once",
+        ));
+    }
+    Ok(Target::Channels(channels.to_vec()))
+}
+
+pub(super) fn authorize(config: &PublishConfig, headers: &hyper::HeaderMap) -> Result<(), Refusal> {
     let Some(token) = &config.token else {
         return Ok(());
     };
@@ -149,7 +210,7 @@ fn authorize(config: &PublishConfig, headers: &hyper::HeaderMap) -> Result<(), R
     }
 }
 
-fn throttle(config: &PublishConfig, limit: &RateLimit) -> Result<(), Refusal> {
+pub(super) fn throttle(config: &PublishConfig, limit: &RateLimit) -> Result<(), Refusal> {
     let Err(wait) = limit.check(config.rate) else {
         return Ok(());
     };
@@ -165,12 +226,58 @@ fn throttle(config: &PublishConfig, limit: &RateLimit) -> Result<(), Refusal> {
     .with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1))))
 }
 
+/// A POST body: the message itself, or an envelope naming channels.
+enum Posted {
+    Message(Message),
+    Envelope(Envelope),
+}
+
+/// `{"channels": ["a", "b"], "data": ...}` (or `"channel": "a"`): a string `data` is sent
+/// as that text, anything else as its JSON.
+struct Envelope {
+    channels: Vec<String>,
+    message: Message,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvelope {
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    data: Option<serde_json::Value>,
+}
+
+fn envelope(bytes: &[u8]) -> Result<Envelope, Refusal> {
+    let bad = |why: String| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{ENVELOPE} body: {why}; send {{\"channels\": [\"user.42\"], \"data\": ...}}"
+            ),
+        )
+    };
+    let raw: RawEnvelope = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut channels = raw.channels;
+    channels.extend(raw.channel);
+    if channels.is_empty() {
+        return Err(bad("no `channels`".into()));
+    }
+    let message = match raw.data {
+        None => return Err(bad("no `data`".into())),
+        Some(serde_json::Value::String(text)) => Message::text(text),
+        Some(other) => Message::text(other.to_string()),
+    };
+    Ok(Envelope { channels, message })
+}
+
 /// Reads a POST body within the size and time limits and types it by Content-Type.
 async fn read_message(
     config: &PublishConfig,
     body_timeout: Duration,
     req: Request<Incoming>,
-) -> Result<Message, Refusal> {
+) -> Result<Posted, Refusal> {
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -188,6 +295,7 @@ async fn read_message(
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_else(|| "text/plain".into());
     let kind = match mime.as_str() {
+        ENVELOPE => Kind::Envelope,
         "application/json" => Kind::Json,
         "application/octet-stream" => Kind::Binary,
         // `curl -d msg=...` and HTML forms: the `msg` field, as Tornado's get_argument reads it.
@@ -197,7 +305,7 @@ async fn read_message(
             return Err(Refusal::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
-                    "Content-Type `{other}` not supported: use text/plain, application/json or application/octet-stream"
+                    "Content-Type `{other}` not supported: use text/plain, application/json, application/octet-stream or {ENVELOPE}"
                 ),
             ));
         }
@@ -233,7 +341,8 @@ async fn read_message(
             "body is not valid UTF-8: send binary data as application/octet-stream",
         )
     };
-    match kind {
+    let message = match kind {
+        Kind::Envelope => return envelope(&bytes).map(Posted::Envelope),
         Kind::Binary => Ok(Message::Binary(bytes)),
         Kind::Form => {
             let raw = form::pairs(&bytes)
@@ -266,10 +375,12 @@ async fn read_message(
                 .map(Message::Text)
                 .map_err(|_| not_utf8())
         }
-    }
+    };
+    message.map(Posted::Message)
 }
 
 enum Kind {
+    Envelope,
     Text,
     Form,
     Json,

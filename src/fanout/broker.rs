@@ -12,21 +12,20 @@ use std::sync::{Arc, OnceLock};
 use futures_util::future::BoxFuture;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::hub::{DeliveryError, Hub, Target};
+use super::hub::{Hub, Target};
 
 /// What a publish achieved, for the publisher's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// Connections on this node the message was queued for.
+    /// Connections on this node the message was queued for, each counted once.
     pub queued: usize,
+    /// For a publish to channels: connections holding each, in the order asked.
+    pub per_channel: Vec<usize>,
 }
 
 /// Why a broker refused a publish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
-    /// The local hub could not route it.
-    #[error(transparent)]
-    Delivery(#[from] DeliveryError),
     /// Publishing before [`Broker::start`] (or after [`Broker::stop`]).
     #[error("the broker is not running; retry shortly")]
     NotRunning,
@@ -72,10 +71,13 @@ impl Broker for MemoryBroker {
         msg: Message,
     ) -> BoxFuture<'a, Result<Receipt, BrokerError>> {
         let result = match self.hub.get() {
-            Some(hub) => hub
-                .deliver(target, msg)
-                .map(|queued| Receipt { queued })
-                .map_err(BrokerError::from),
+            Some(hub) => {
+                let reached = hub.deliver(target, msg);
+                Ok(Receipt {
+                    queued: reached.queued,
+                    per_channel: reached.per_channel,
+                })
+            }
             None => Err(BrokerError::NotRunning),
         };
         Box::pin(std::future::ready(result))

@@ -1,5 +1,6 @@
-//! The registry of live routes (by path and by channel), and local fan-out: a message
-//! for a target is encoded once and queued on every route it names.
+//! The registry of live routes (by path) and channels (by name), and local fan-out: a
+//! message for a target is encoded once and queued in the mailbox of every connection
+//! it names.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,7 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::route::{Conn, Registration, Route};
+use super::mailbox::{Limits, Mailbox};
+use super::route::{Conn, Registration, Route, Subscriber};
+use super::subscriptions::{Reached, Subscriptions};
+use crate::channels::{Params, PathPattern, Template};
 use crate::config::Config;
 use crate::heartbeat::Schedule;
 use crate::metrics::Metrics;
@@ -19,24 +23,20 @@ use crate::wire::WireFrame;
 pub enum Target {
     /// Every connection of every route.
     All,
-    /// Every connection of the routes with this channel.
-    Channel(String),
-    /// Every connection of the route with this path.
+    /// Every connection holding one of these channels, once each.
+    Channels(Vec<String>),
+    /// Every connection of the route with this path (as written).
     Route(String),
-}
-
-/// A publish the hub could not route.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeliveryError {
-    /// No route has this channel.
-    #[error("no route has channel `{0}`; channels are set by `channel` (or `path`) in [[route]]")]
-    UnknownChannel(String),
 }
 
 #[derive(Default)]
 struct Table {
+    /// By path as written: literal paths are looked up here directly.
     routes: HashMap<String, Arc<Route>>,
-    channels: HashMap<String, Vec<Arc<Route>>>,
+    /// Routes with `{name}` segments, in config order: the first that matches wins.
+    patterned: Vec<(PathPattern, Arc<Route>)>,
+    /// Every route's channel templates: what a publish could reach.
+    templates: Vec<Template>,
 }
 
 /// All routes and their connections.
@@ -44,6 +44,7 @@ pub struct Hub {
     table: RwLock<Table>,
     /// The heartbeat tickers its routes follow.
     schedule: Mutex<Schedule>,
+    subs: Arc<Subscriptions>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -63,6 +64,7 @@ impl Hub {
         Self {
             table: RwLock::default(),
             schedule: Mutex::default(),
+            subs: Arc::default(),
             next_id: AtomicU64::new(0),
             metrics,
         }
@@ -104,7 +106,8 @@ impl Hub {
         let mut table = self.write();
         let mut changes = RouteChanges::default();
         let mut routes = HashMap::with_capacity(config.routes.len());
-        let mut channels: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
+        let mut patterned = Vec::new();
+        let mut templates = Vec::new();
         for rc in &config.routes {
             let route = match table.routes.remove(&rc.path) {
                 Some(existing) => {
@@ -113,17 +116,13 @@ impl Hub {
                 }
                 None => {
                     changes.added.push(rc.path.clone());
-                    Arc::new(Route::new(
-                        rc.clone(),
-                        config.server.outbound_queue,
-                        &self.metrics,
-                    ))
+                    Arc::new(Route::new(rc.clone(), &self.metrics))
                 }
             };
-            channels
-                .entry(rc.channel.clone())
-                .or_default()
-                .push(route.clone());
+            if !rc.pattern.is_literal() {
+                patterned.push((rc.pattern.clone(), route.clone()));
+            }
+            templates.extend(rc.channels.iter().cloned());
             routes.insert(rc.path.clone(), route);
         }
         for (path, gone) in table.routes.drain() {
@@ -134,13 +133,30 @@ impl Hub {
         self.metrics.set_routes(routes.len());
         changes.added.sort();
         changes.removed.sort();
-        *table = Table { routes, channels };
+        *table = Table {
+            routes,
+            patterned,
+            templates,
+        };
         changes
     }
 
-    /// The live route at `path`.
+    /// The live route whose path is written `path`.
     pub fn route(&self, path: &str) -> Option<Arc<Route>> {
         self.read().routes.get(path).cloned()
+    }
+
+    /// The live route serving the request path `path`, with its path parameters: a
+    /// literal path first, then the `{name}` routes in config order.
+    pub fn find(&self, path: &str) -> Option<(Arc<Route>, Params)> {
+        let table = self.read();
+        if let Some(route) = table.routes.get(path).filter(|r| !r.path.contains('{')) {
+            return Some((route.clone(), Params::new()));
+        }
+        table
+            .patterned
+            .iter()
+            .find_map(|(pattern, route)| Some((route.clone(), pattern.matches(path)?)))
     }
 
     /// Every live route.
@@ -148,29 +164,82 @@ impl Hub {
         self.read().routes.values().cloned().collect()
     }
 
-    /// Queues `msg` for every connection `target` names; returns how many.
-    /// The message is encoded once, whatever the number of routes and connections.
-    pub fn deliver(&self, target: &Target, msg: Message) -> Result<usize, DeliveryError> {
-        let msg = WireFrame::new(msg);
-        let table = self.read();
-        let count = match target {
-            Target::All => table.routes.values().map(|r| r.send(msg.clone())).sum(),
-            Target::Route(path) => table.routes.get(path).map_or(0, |r| r.send(msg)),
-            Target::Channel(name) => table
-                .channels
-                .get(name)
-                .ok_or_else(|| DeliveryError::UnknownChannel(name.clone()))?
-                .iter()
-                .map(|r| r.send(msg.clone()))
-                .sum(),
-        };
-        Ok(count)
+    /// Whether a connection of some route could ever hold channel `name` (a publish to
+    /// a name none could is a mistake worth a 404).
+    pub fn could_hold(&self, name: &str) -> bool {
+        self.read().templates.iter().any(|t| t.could_produce(name))
     }
 
-    /// Registers a connection on `route`; it is removed when the returned guard drops.
-    pub fn register(&self, route: &Arc<Route>, peer: SocketAddr) -> (Conn, Registration) {
+    /// Number of channels held by at least one connection.
+    pub fn channel_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Queues `msg` for every connection `target` names, once each. The message is
+    /// encoded once, whatever the number of recipients.
+    pub fn deliver(&self, target: &Target, msg: Message) -> Reached {
+        let frame = WireFrame::new(msg);
+        match target {
+            Target::Channels(names) => self.subs.deliver(names, &frame),
+            Target::All => {
+                let mut queued = 0;
+                for route in self.read().routes.values() {
+                    route.each_conn(|c| queued += usize::from(c.mailbox.push(&frame)));
+                }
+                Reached {
+                    queued,
+                    per_channel: Vec::new(),
+                }
+            }
+            Target::Route(path) => {
+                let mut queued = 0;
+                if let Some(route) = self.read().routes.get(path) {
+                    route.each_conn(|c| queued += usize::from(c.mailbox.push(&frame)));
+                }
+                Reached {
+                    queued,
+                    per_channel: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Closes, with `code` and `reason`, every connection holding channel `channel`;
+    /// returns how many.
+    pub fn close_channel(&self, channel: &str, code: u16, reason: &str) -> usize {
+        let held = self.subs.mailboxes(channel);
+        for mailbox in &held {
+            mailbox.close(code, reason.to_owned());
+        }
+        held.len()
+    }
+
+    /// Closes, with `code` and `reason`, every connection whose verified `sub` is
+    /// `user`; returns how many.
+    pub fn close_user(&self, user: &str, code: u16, reason: &str) -> usize {
+        let mut n = 0;
+        for route in self.routes() {
+            route.each_conn(|c| {
+                if c.user.as_deref() == Some(user) {
+                    c.mailbox.close(code, reason.to_owned());
+                    n += 1;
+                }
+            });
+        }
+        n
+    }
+
+    /// Registers a connection `who` from `peer` on `route`, its mailbox bounded by
+    /// `limits`; it is removed (and leaves its channels) when the returned guard drops.
+    pub fn register(
+        &self,
+        route: &Arc<Route>,
+        peer: SocketAddr,
+        who: Subscriber,
+        limits: Limits,
+    ) -> (Conn, Registration) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        route.register(id, peer, &self.metrics)
+        route.register(id, peer, who, Mailbox::new(limits), &self.subs, &self.metrics)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {

@@ -1,48 +1,26 @@
-//! One live WebSocket route: its settings, its broadcast ring, its heartbeat pulse and
-//! its registered connections.
-//!
-//! The ring is shared by all the route's connections: a published message is stored once
-//! and every connection sends the same reference-counted bytes. A reader that falls more
-//! than `outbound_queue` messages, or `outbound_queue_bytes` bytes, behind gets the route's
-//! slow-consumer policy, so a slow client bounds its own backlog and never delays anyone.
+//! One live WebSocket route: its settings, its heartbeat pulse and its registered
+//! connections. What a connection receives is in its own [`Mailbox`]; which channels it
+//! holds is in the hub's [`Subscriptions`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::mailbox::Mailbox;
+use super::subscriptions::Subscriptions;
 use super::vitals::Vitals;
 use crate::config::RouteConfig;
 use crate::heartbeat::Pulse;
 use crate::metrics::{Metrics, RouteCounters};
-use crate::wire::WireFrame;
-
-/// A frame in a route's ring, with the route's byte count once it was queued.
-#[derive(Debug, Clone)]
-pub struct Queued {
-    /// The frame every reader writes.
-    pub frame: WireFrame,
-    /// Bytes the route had queued up to and including this frame.
-    end: u64,
-}
-
-impl AsRef<WireFrame> for Queued {
-    fn as_ref(&self) -> &WireFrame {
-        &self.frame
-    }
-}
 
 /// A live WebSocket route.
 pub struct Route {
-    /// Its path, which identifies it across reloads.
+    /// Its path as written, which identifies it across reloads.
     pub path: String,
-    outbound: broadcast::Sender<Queued>,
-    /// Encoded bytes ever queued on `outbound`: how far behind a reader is, in bytes.
-    queued_bytes: AtomicU64,
     /// Its counters, shared by its connections.
     counters: Arc<RouteCounters>,
     /// The route's settings in force (replaced on reload; new connections take them).
@@ -52,14 +30,6 @@ pub struct Route {
     /// Cancelled when the route is removed (or drained at shutdown).
     pub closing: CancellationToken,
     conns: Mutex<HashMap<u64, Conn>>,
-}
-
-/// A connection's subscriptions to its route: fan-out frames and heartbeat pulses.
-pub struct Feeds {
-    /// The route's fan-out, from the moment of subscribing.
-    pub outbound: broadcast::Receiver<Queued>,
-    /// The route's heartbeat policy and ticks.
-    pub pulse: watch::Receiver<Pulse>,
 }
 
 /// A registered connection, as listed for operators.
@@ -75,47 +45,32 @@ pub struct Conn {
     pub token: CancellationToken,
     /// Its live figures (policy, RTT, missed pings, queue depth) and counters.
     pub vitals: Arc<Vitals>,
+    /// What it is sent, queued.
+    pub mailbox: Arc<Mailbox>,
+    /// Who it is: its verified token's `sub`, when the route requires a token.
+    pub user: Option<Arc<str>>,
+    /// The channels it holds.
+    pub channels: Arc<[Arc<str>]>,
+}
+
+/// Who a new connection is and what it holds, as its handshake decided.
+#[derive(Debug, Clone, Default)]
+pub struct Subscriber {
+    /// Its verified `sub`, if any.
+    pub user: Option<Arc<str>>,
+    /// Its channels, each once.
+    pub channels: Vec<Arc<str>>,
 }
 
 impl Route {
-    pub(super) fn new(settings: Arc<RouteConfig>, queue: usize, metrics: &Metrics) -> Self {
+    pub(super) fn new(settings: Arc<RouteConfig>, metrics: &Metrics) -> Self {
         Self {
             counters: Arc::new(metrics.route(&settings.path)),
             path: settings.path.clone(),
             settings: RwLock::new(settings),
-            outbound: broadcast::channel(queue).0,
-            queued_bytes: AtomicU64::new(0),
             pulse: watch::Sender::new(Pulse::default()),
             closing: CancellationToken::new(),
             conns: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Queues an encoded frame for every connection of this route; returns how many.
-    pub fn send(&self, frame: WireFrame) -> usize {
-        let len = u64::try_from(frame.encoded().len()).unwrap_or(u64::MAX);
-        // Concurrent publishers may queue in the other order than they counted: a reader's
-        // figure is then off by at most the messages in flight, never unbounded.
-        let end = self
-            .queued_bytes
-            .fetch_add(len, Ordering::Relaxed)
-            .saturating_add(len);
-        self.outbound.send(Queued { frame, end }).unwrap_or(0)
-    }
-
-    /// Bytes queued on this route after `taken`: how far behind a reader that has just
-    /// taken it is.
-    pub fn bytes_after(&self, taken: &Queued) -> u64 {
-        self.queued_bytes
-            .load(Ordering::Relaxed)
-            .saturating_sub(taken.end)
-    }
-
-    /// Subscribes a new connection to the route's fan-out and heartbeat.
-    pub fn feeds(&self) -> Feeds {
-        Feeds {
-            outbound: self.outbound.subscribe(),
-            pulse: self.pulse.subscribe(),
         }
     }
 
@@ -132,12 +87,15 @@ impl Route {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
-    /// Registers a connection from `peer` with id `id`; it is removed when the returned
-    /// guard drops.
+    /// Registers connection `id` from `peer` and subscribes its mailbox to its channels
+    /// in `subs`; both are undone when the returned guard drops.
     pub(super) fn register(
         self: &Arc<Self>,
         id: u64,
         peer: SocketAddr,
+        who: Subscriber,
+        mailbox: Mailbox,
+        subs: &Arc<Subscriptions>,
         metrics: &Arc<Metrics>,
     ) -> (Conn, Registration) {
         let conn = Conn {
@@ -146,14 +104,25 @@ impl Route {
             since: SystemTime::now(),
             token: self.closing.child_token(),
             vitals: Arc::new(Vitals::new(metrics, self.counters.clone())),
+            mailbox: Arc::new(mailbox),
+            user: who.user,
+            channels: who.channels.into(),
         };
         self.counters.opened();
+        subs.subscribe(id, &conn.mailbox, &conn.channels);
         self.lock().insert(id, conn.clone());
         let reg = Registration {
             route: self.clone(),
             id,
+            subs: subs.clone(),
+            channels: conn.channels.clone(),
         };
         (conn, reg)
+    }
+
+    /// Calls `f` with each live connection, under the registry's lock (keep `f` short).
+    pub fn each_conn(&self, mut f: impl FnMut(&Conn)) {
+        self.lock().values().for_each(|c| f(c));
     }
 
     /// Live connections.
@@ -181,10 +150,13 @@ impl Route {
 pub struct Registration {
     route: Arc<Route>,
     id: u64,
+    subs: Arc<Subscriptions>,
+    channels: Arc<[Arc<str>]>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        self.subs.unsubscribe(self.id, &self.channels);
         let mut conns = self.route.lock();
         conns.remove(&self.id);
         self.route.counters.closed();

@@ -17,16 +17,20 @@ pub enum Rejection {
     ProxyHeader,
     /// `server.proxy_protocol`: a connection from outside `server.trusted_proxies` (closed).
     UntrustedProxy,
+    /// The route's channels could not be made from the request, or the token does not
+    /// allow one (400/403).
+    Channel,
 }
 
 impl Rejection {
     /// Every reason, so each series exists (at 0) from the start.
-    pub(super) const ALL: [Self; 5] = [
+    pub(super) const ALL: [Self; 6] = [
         Self::Origin,
         Self::Limit,
         Self::BadHandshake,
         Self::ProxyHeader,
         Self::UntrustedProxy,
+        Self::Channel,
     ];
 
     pub(super) fn as_str(self) -> &'static str {
@@ -36,6 +40,7 @@ impl Rejection {
             Self::BadHandshake => "bad_handshake",
             Self::ProxyHeader => "proxy_header",
             Self::UntrustedProxy => "untrusted_proxy",
+            Self::Channel => "channel",
         }
     }
 }

@@ -142,6 +142,8 @@ pub fn connections(hub: &Hub) -> serde_json::Value {
                     "id": conn.id,
                     "route": route.path,
                     "peer": conn.peer.to_string(),
+                    "user": conn.user.as_deref(),
+                    "channels": conn.channels.iter().map(|c| &**c).collect::<Vec<&str>>(),
                     "since": humantime::format_rfc3339_millis(conn.since).to_string(),
                     "since_unix_ms": since_ms,
                     "policy": v.policy,

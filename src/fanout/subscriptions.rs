@@ -1,0 +1,187 @@
+//! Who holds which channel: channel name to the mailboxes of its subscribers.
+//!
+//! A channel exists while someone is subscribed: the first subscriber creates it, the
+//! last one's departure removes it. Most channels of a push daemon have one subscriber
+//! (`user.42`), so that case takes no allocation beyond the name; a shared channel keeps
+//! a map by connection id, so leaving it costs the same with 10 or 100 000 subscribers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::mailbox::Mailbox;
+use crate::wire::WireFrame;
+
+enum Subscribers {
+    One(u64, Arc<Mailbox>),
+    Many(HashMap<u64, Arc<Mailbox>>),
+}
+
+impl Subscribers {
+    fn each(&self) -> impl Iterator<Item = (u64, &Arc<Mailbox>)> {
+        let (one, many) = match self {
+            Self::One(id, m) => (Some((*id, m)), None),
+            Self::Many(map) => (None, Some(map.iter().map(|(id, m)| (*id, m)))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+/// Every live channel and its subscribers.
+#[derive(Default)]
+pub struct Subscriptions {
+    map: RwLock<HashMap<Arc<str>, Subscribers>>,
+}
+
+/// What one delivery reached.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reached {
+    /// Connections the message was queued for, each counted once.
+    pub queued: usize,
+    /// Connections reached per channel asked for, in the order asked.
+    pub per_channel: Vec<usize>,
+}
+
+impl Subscriptions {
+    /// Subscribes connection `id` to each of `names`.
+    pub fn subscribe(&self, id: u64, mailbox: &Arc<Mailbox>, names: &[Arc<str>]) {
+        let mut map = self.write();
+        for name in names {
+            match map.get_mut(name) {
+                None => {
+                    map.insert(name.clone(), Subscribers::One(id, mailbox.clone()));
+                }
+                Some(Subscribers::Many(subs)) => {
+                    subs.insert(id, mailbox.clone());
+                }
+                Some(one) => {
+                    let mut subs = HashMap::with_capacity(2);
+                    subs.extend(one.each().map(|(i, m)| (i, m.clone())));
+                    subs.insert(id, mailbox.clone());
+                    *one = Subscribers::Many(subs);
+                }
+            }
+        }
+    }
+
+    /// Unsubscribes connection `id` from each of `names`; channels left empty are gone.
+    pub fn unsubscribe(&self, id: u64, names: &[Arc<str>]) {
+        let mut map = self.write();
+        for name in names {
+            let empty = match map.get_mut(name) {
+                Some(Subscribers::One(held, _)) => *held == id,
+                Some(Subscribers::Many(subs)) => {
+                    subs.remove(&id);
+                    // Give back the peak's memory once most have left (amortized O(1)).
+                    if subs.capacity() > 64 && subs.len() < subs.capacity() / 4 {
+                        subs.shrink_to(subs.len() * 2);
+                    }
+                    subs.is_empty()
+                }
+                None => false,
+            };
+            if empty {
+                map.remove(name);
+            }
+        }
+        if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+            let keep = map.len() * 2;
+            map.shrink_to(keep);
+        }
+    }
+
+    /// Queues `frame` for every subscriber of `names`; a connection holding several of
+    /// them gets it once.
+    pub fn deliver(&self, names: &[String], frame: &WireFrame) -> Reached {
+        let map = self.read();
+        let mut seen = HashSet::new();
+        let mut reached = Reached::default();
+        for name in names {
+            let mut n = 0;
+            for (id, mailbox) in map.get(name.as_str()).into_iter().flat_map(Subscribers::each) {
+                let first = names.len() == 1 || seen.insert(id);
+                if first && mailbox.push(frame) {
+                    reached.queued += 1;
+                }
+                n += 1;
+            }
+            reached.per_channel.push(n);
+        }
+        reached
+    }
+
+    /// The mailboxes subscribed to `name`.
+    pub fn mailboxes(&self, name: &str) -> Vec<Arc<Mailbox>> {
+        let map = self.read();
+        map.get(name)
+            .into_iter()
+            .flat_map(Subscribers::each)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Number of live channels.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<Arc<str>, Subscribers>> {
+        // Every update leaves the map consistent, so a poisoned lock is still usable.
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Arc<str>, Subscribers>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::*;
+    use crate::config::SlowConsumer;
+    use crate::fanout::mailbox::Limits;
+
+    fn mailbox() -> Arc<Mailbox> {
+        Arc::new(Mailbox::new(Limits {
+            policy: SlowConsumer::Disconnect,
+            messages: 100,
+            bytes: 1 << 20,
+        }))
+    }
+
+    fn names(list: &[&str]) -> Vec<Arc<str>> {
+        list.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    fn owned(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn channels_live_while_held_and_deliver_once_per_connection() {
+        let subs = Subscriptions::default();
+        let (a, b, c) = (mailbox(), mailbox(), mailbox());
+        subs.subscribe(1, &a, &names(&["news", "user.1"]));
+        subs.subscribe(2, &b, &names(&["news", "user.2"]));
+        subs.subscribe(3, &c, &names(&["news", "user.2"]));
+        assert_eq!(subs.len(), 3);
+        let frame = WireFrame::new(Message::text("x"));
+        let r = subs.deliver(&owned(&["user.2"]), &frame);
+        assert_eq!(r, Reached { queued: 2, per_channel: vec![2] });
+        let r = subs.deliver(&owned(&["news", "user.2", "nobody"]), &frame);
+        assert_eq!(r, Reached { queued: 3, per_channel: vec![3, 2, 0] });
+        let mut batch = Vec::new();
+        assert_eq!(a.take(&mut batch).left, 0);
+        assert_eq!(batch.len(), 1, "a: once, from news");
+        batch.clear();
+        b.take(&mut batch);
+        assert_eq!(batch.len(), 2, "b: user.2, then news+user.2 once");
+        subs.unsubscribe(1, &names(&["news", "user.1"]));
+        assert_eq!(subs.len(), 2, "user.1 is gone with its only subscriber");
+        subs.unsubscribe(2, &names(&["news", "user.2"]));
+        subs.unsubscribe(3, &names(&["news", "user.2"]));
+        assert_eq!(subs.len(), 0);
+        assert_eq!(subs.deliver(&owned(&["news"]), &frame).queued, 0);
+    }
+}
