@@ -39,7 +39,9 @@ pub fn text(status: StatusCode, body: Bytes, content_type: &str) -> Response<Bod
 pub struct Refusal {
     status: StatusCode,
     reason: String,
-    header: Option<(HeaderName, HeaderValue)>,
+    // Boxed: rare, and it keeps every `Result<_, Refusal>` small.
+    header: Option<Box<(HeaderName, HeaderValue)>>,
+    field: Option<(&'static str, &'static str)>,
 }
 
 impl Refusal {
@@ -49,19 +51,30 @@ impl Refusal {
             status,
             reason: reason.into(),
             header: None,
+            field: None,
         }
+    }
+
+    /// Adds a machine-readable field beside `error` in the body (`"auth": "expired"`).
+    pub fn with_field(mut self, key: &'static str, value: &'static str) -> Self {
+        self.field = Some((key, value));
+        self
     }
 
     /// Adds a header to the response (`Allow`, `WWW-Authenticate`, `Retry-After`, ...).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.header = Some((name, value));
+        self.header = Some(Box::new((name, value)));
         self
     }
 
     /// The response.
     pub fn into_response(self) -> Response<Body> {
-        let mut res = error(self.status, self.reason);
-        if let Some((name, value)) = self.header {
+        let mut body = serde_json::json!({ "error": self.reason });
+        if let Some((key, value)) = self.field {
+            body[key] = value.into();
+        }
+        let mut res = json(self.status, &body);
+        if let Some((name, value)) = self.header.map(|h| *h) {
             res.headers_mut().insert(name, value);
         }
         res

@@ -10,10 +10,11 @@
 //! - [`ops`]: what operators touch: signals, reload, admin listener, logging, systemd;
 //! - [`edge`]: HTTP on the public listener: accept, dispatch, handshake, publish, limits;
 //! - [`conn`]: one connection's supervisor: inbound, outbound batches, heartbeat, close;
-//! - [`fanout`]: routes, their connections and rings, the broker, the drain;
+//! - [`fanout`]: routes, channels and their subscribers, mailboxes, the broker, the drain;
 //! - [`metrics`]: the counters every layer above pushes to;
 //! - [`config`]: the file, validated; [`heartbeat`]: policies and strategies;
-//!   [`channels`]: channel names, templates and route path patterns;
+//!   [`channels`]: channel names, templates and route path patterns; [`auth`]: subscriber
+//!   tokens (keys, verification, identities);
 //! - leaves: [`wire`] (frames encoded once), [`http`] (responses), [`close`] (codes),
 //!   [`duration`] (durations as written in the config), [`process`] (the process's own
 //!   figures: memory, descriptors, CPU).

@@ -44,14 +44,20 @@ async fn path_and_query_templates_give_each_connection_its_channels() {
     assert_eq!(recv_text(&mut prices).await, "p1");
     // Several channels: a connection holding two of them gets the message once.
     let (status, body) = s
-        .publish("/publish?channel=room.2&channel=lobby&channel=feed.nobody", "many")
+        .publish(
+            "/publish?channel=room.2&channel=lobby&channel=feed.nobody",
+            "many",
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["queued"], 3);
     assert_eq!(reply["channels"]["room.2"], 1);
     assert_eq!(reply["channels"]["lobby"], 3);
-    assert_eq!(reply["channels"]["feed.nobody"], 0, "offline is not an error");
+    assert_eq!(
+        reply["channels"]["feed.nobody"], 0,
+        "offline is not an error"
+    );
     for ws in [&mut r1, &mut r1b, &mut r2] {
         assert_eq!(recv_text(ws).await, "many");
     }
@@ -101,16 +107,33 @@ async fn the_envelope_names_channels_in_the_body() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(recv_text(&mut r).await, r#"{"order":42}"#);
     let (_, body) = s
-        .http("POST", "/publish", &envelope, br#"{"channel": "room.7", "data": "text"}"#)
+        .http(
+            "POST",
+            "/publish",
+            &envelope,
+            br#"{"channel": "room.7", "data": "text"}"#,
+        )
         .await;
     assert_eq!(body, "{\"channels\":{\"room.7\":1},\"queued\":1}\n");
     assert_eq!(recv_text(&mut r).await, "text");
     for (target, bad, why) in [
         ("/publish", &br#"{"data": 1}"#[..], "no `channels`"),
         ("/publish", br#"{"channels": ["lobby"]}"#, "no `data`"),
-        ("/publish", br#"{"channels": "lobby", "data": 1}"#, "invalid type"),
-        ("/publish", br#"{"channels": ["lobby"], "data": 1, "x": 2}"#, "unknown field"),
-        ("/publish?channel=lobby", br#"{"channels": ["lobby"], "data": 1}"#, "not both"),
+        (
+            "/publish",
+            br#"{"channels": "lobby", "data": 1}"#,
+            "invalid type",
+        ),
+        (
+            "/publish",
+            br#"{"channels": ["lobby"], "data": 1, "x": 2}"#,
+            "unknown field",
+        ),
+        (
+            "/publish?channel=lobby",
+            br#"{"channels": ["lobby"], "data": 1}"#,
+            "not both",
+        ),
     ] {
         let (status, body) = s.http("POST", target, &envelope, bad).await;
         assert_eq!(status, 400, "{body}");
@@ -127,7 +150,11 @@ async fn bad_names_are_400_and_names_no_route_could_hold_are_404() {
         ("/publish?channel=a%20b", 400, "is not a channel name"),
         ("/publish?channel=", 400, "is not a channel name"),
         ("/publish?channel=lobby&channel=lobby", 400, "named twice"),
-        ("/publish?channel=nosuch", 404, "no route could give a connection channel `nosuch`"),
+        (
+            "/publish?channel=nosuch",
+            404,
+            "no route could give a connection channel `nosuch`",
+        ),
         ("/publish?channel=room.", 404, "`room.`"),
     ] {
         let (got, body) = s.publish(target, "x").await;
@@ -173,14 +200,24 @@ async fn a_kick_by_channel_closes_exactly_its_holders_and_connections_lists_chan
     assert_eq!(rows[0]["route"], "/room/{id}");
 
     assert_eq!(
-        s.http("POST", "/publish/disconnect?channel=room.1&reason=room+closed", &[], b"")
-            .await,
+        s.http(
+            "POST",
+            "/publish/disconnect?channel=room.1&reason=room+closed",
+            &[],
+            b""
+        )
+        .await,
         (200, "{\"disconnected\":1}\n".into())
     );
     let close = recv_close(&mut r1).await;
-    assert_eq!((u16::from(close.code), close.reason.as_str()), (4009, "room closed"));
-    assert_eq!(s.publish("/publish?channel=lobby", "left").await.1,
-        "{\"channels\":{\"lobby\":1},\"queued\":1}\n");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (4009, "room closed")
+    );
+    assert_eq!(
+        s.publish("/publish?channel=lobby", "left").await.1,
+        "{\"channels\":{\"lobby\":1},\"queued\":1}\n"
+    );
     assert_eq!(recv_text(&mut r2).await, "left");
     for (method, target, status) in [
         ("GET", "/publish/disconnect?channel=lobby", 405),
@@ -188,10 +225,15 @@ async fn a_kick_by_channel_closes_exactly_its_holders_and_connections_lists_chan
         ("POST", "/publish/disconnect?channel=lobby&user=x", 400),
         ("POST", "/publish/disconnect?channel=a%20b", 400),
     ] {
-        assert_eq!(s.http(method, target, &[], b"").await.0, status, "{method} {target}");
+        assert_eq!(
+            s.http(method, target, &[], b"").await.0,
+            status,
+            "{method} {target}"
+        );
     }
     assert_eq!(
-        s.http("POST", "/publish/disconnect?channel=nobody.here", &[], b"").await,
+        s.http("POST", "/publish/disconnect?channel=nobody.here", &[], b"")
+            .await,
         (200, "{\"disconnected\":0}\n".into())
     );
     s.stop().await;

@@ -318,7 +318,10 @@ async fn slow_consumer_policies() {
     let r = slow_reader_sees("disconnect", SLOW_N, "outbound_queue = 8").await;
     let (code, reason) = r.closed.expect("disconnect: not closed");
     assert_eq!(code, 1008, "disconnect: got {} messages", r.seen.len());
-    assert!(reason.contains("messages queued, over server.outbound_queue (8)"), "{reason}");
+    assert!(
+        reason.contains("messages queued, over server.outbound_queue (8)"),
+        "{reason}"
+    );
     assert_eq!((r.disconnects, r.skips, r.dropped), (1.0, 0.0, 0.0));
     for policy in ["drop-oldest", "keep-latest"] {
         let r = slow_reader_sees(policy, SLOW_N, "outbound_queue = 8").await;
@@ -333,7 +336,10 @@ async fn the_outbound_queue_is_bounded_in_bytes_too() {
     let r = slow_reader_sees("disconnect", SLOW_N, limits).await;
     let (code, reason) = r.closed.expect("disconnect: not closed");
     assert_eq!(code, 1008, "got {} messages", r.seen.len());
-    assert!(reason.contains("bytes queued, over server.outbound_queue_bytes (1048576)"), "{reason}");
+    assert!(
+        reason.contains("bytes queued, over server.outbound_queue_bytes (1048576)"),
+        "{reason}"
+    );
     assert_eq!((r.disconnects, r.dropped), (1.0, 0.0));
     let r = slow_reader_sees("drop-oldest", SLOW_N, limits).await;
     assert_skipped_in_order("drop-oldest", &r);

@@ -824,7 +824,10 @@ async fn socket_activation_serves_the_inherited_listener() {
     assert_eq!(inherited["fields"]["sockets"], 1);
     assert_eq!(d.addr_of("listening"), addr);
     let (status, body) = http(addr, "GET", "/publish?msg=hello&channel=news", &[], b"").await;
-    assert_eq!((status, body.as_str()), (200, "{\"channels\":{\"news\":1},\"queued\":1}\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "{\"channels\":{\"news\":1},\"queued\":1}\n")
+    );
     assert_eq!(recv_text(&mut ws).await, "hello");
     d.signal("TERM");
     assert_eq!(u16::from(recv_close(&mut ws).await.code), 1001);

@@ -68,6 +68,11 @@ pub enum AuthError {
         shown(.0)
     )]
     MissingClaim(String),
+    /// A refreshed token names another `sub` than the connection's.
+    #[error(
+        "the new token's sub is not the connection's: a refresh keeps the user; reconnect to change users"
+    )]
+    SubjectChanged,
     /// The token's `channels` claim does not allow this channel.
     #[error(
         "channel {} is not allowed by the token's channels claim: mint a token that lists it (a name, or a `prefix.*` pattern)",
@@ -108,7 +113,8 @@ impl AuthError {
             | Self::UnknownKey(_)
             | Self::Algorithm(_)
             | Self::BadSignature
-            | Self::MissingClaim(_) => "invalid",
+            | Self::MissingClaim(_)
+            | Self::SubjectChanged => "invalid",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::Issuer => "issuer",

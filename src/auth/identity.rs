@@ -39,6 +39,13 @@ impl Identity {
         self.claims.get(name).map(String::as_str)
     }
 
+    /// How long from now until [`expires`](Self::expires) (zero when past); `None`
+    /// without `exp`.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.expires
+            .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+
     /// Whether the token lets its holder subscribe to `channel`: always, without a
     /// `channels` claim.
     pub fn allows(&self, channel: &str) -> bool {

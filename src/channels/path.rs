@@ -99,7 +99,13 @@ mod tests {
             p.matches("/user/42/feed"),
             Some(vec![("id".into(), "42".into())])
         );
-        for miss in ["/user/42", "/user//feed", "/user/42/feed/x", "/users/42/feed", ""] {
+        for miss in [
+            "/user/42",
+            "/user//feed",
+            "/user/42/feed/x",
+            "/users/42/feed",
+            "",
+        ] {
             assert_eq!(p.matches(miss), None, "{miss}");
         }
         assert_eq!(p.matches(&format!("/user/{}/feed", "9".repeat(129))), None);
@@ -116,7 +122,13 @@ mod tests {
 
     #[test]
     fn refusals() {
-        for bad in ["/user/{}", "/user/{a-b}", "/user/x{id}", "/{a}/{a}", "/user/{id"] {
+        for bad in [
+            "/user/{}",
+            "/user/{a-b}",
+            "/user/x{id}",
+            "/{a}/{a}",
+            "/user/{id",
+        ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
     }

@@ -55,11 +55,10 @@ impl Template {
         let mut rest = written;
         while !rest.is_empty() {
             if let Some(inner) = rest.strip_prefix('{') {
-                let end = inner.find('}').ok_or_else(|| {
-                    format!("`{written}`: `{{` without a closing `}}`")
-                })?;
-                let source = source(&inner[..end])
-                    .map_err(|why| format!("`{written}`: {why}"))?;
+                let end = inner
+                    .find('}')
+                    .ok_or_else(|| format!("`{written}`: `{{` without a closing `}}`"))?;
+                let source = source(&inner[..end]).map_err(|why| format!("`{written}`: {why}"))?;
                 if matches!(parts.last(), Some(Part::Placeholder(_))) {
                     return Err(format!(
                         "`{written}`: put text between two placeholders, e.g. \"{{a}}.{{b}}\""
@@ -117,7 +116,7 @@ impl Template {
                     }
                 },
             }
-            if out.len() > super::MAX_CHANNEL_LEN {
+            if out.len() > super::name::MAX_CHANNEL_LEN {
                 break;
             }
         }

@@ -37,6 +37,16 @@ pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
     Ok(out)
 }
 
+/// `file` (as written in the config at `path`) made absolute, so the printed config reads
+/// the same file wherever it is saved; `%credentials%` paths stay as they are.
+fn absolute(file: &mut std::path::PathBuf, path: &Path) {
+    if let Ok(None) = token_file::credential(file) {
+        if let Ok(resolved) = token_file::resolve(file, path, None) {
+            *file = std::path::absolute(&resolved).unwrap_or(resolved);
+        }
+    }
+}
+
 /// `raw` with every default the validated `config` applied written in, and the keys left
 /// unset, each with what that means.
 fn fill(mut raw: RawConfig, config: &Config, path: &Path) -> (RawConfig, Vec<String>) {
@@ -52,13 +62,11 @@ fn fill(mut raw: RawConfig, config: &Config, path: &Path) -> (RawConfig, Vec<Str
     if publish.token.is_some() {
         publish.token = Some(REDACTED.into());
     }
-    if let Some(file) = &publish.token_file {
-        // Absolute, so the printed config reads the same file wherever it is saved.
-        if let Ok(None) = token_file::credential(file) {
-            if let Ok(resolved) = token_file::resolve(file, path, None) {
-                publish.token_file = Some(std::path::absolute(&resolved).unwrap_or(resolved));
-            }
-        }
+    if let Some(file) = &mut publish.token_file {
+        absolute(file, path);
+    }
+    for key in &mut raw.auth.keys {
+        absolute(&mut key.file, path);
     }
     if publish.token.is_none() && publish.token_file.is_none() {
         unset.push("publish.token, publish.token_file: publishing needs no token".to_owned());

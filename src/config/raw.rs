@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::types::*;
+use crate::auth::RawAuth;
 use crate::duration::HumanDuration;
 use crate::heartbeat::RawPolicy;
 
@@ -18,6 +19,7 @@ pub struct RawConfig {
     pub(super) log: LogConfig,
     pub(super) publish: RawPublish,
     pub(super) admin: RawAdmin,
+    pub(super) auth: RawAuth,
     pub(super) heartbeat: BTreeMap<String, RawPolicy>,
     #[serde(rename = "route")]
     pub(super) routes: Vec<RawRoute>,
@@ -145,4 +147,8 @@ pub(super) struct RawRoute {
     pub(super) heartbeat: Option<String>,
     #[serde(default)]
     pub(super) slow_consumer: SlowConsumer,
+    #[serde(default)]
+    pub(super) auth: RouteAuth,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) token_cookie: Option<String>,
 }

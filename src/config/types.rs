@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::origin::Origins;
 use super::proxies::TrustedProxies;
+use crate::auth::Verifier;
 use crate::channels::{PathPattern, Template};
 use crate::heartbeat::Policy;
 
@@ -73,6 +74,8 @@ pub struct Config {
     pub publish: PublishConfig,
     /// `[admin]`
     pub admin: AdminConfig,
+    /// `[auth]`: the verifier of subscriber tokens; `None` when no key is configured.
+    pub auth: Option<Verifier>,
     /// `[heartbeat.NAME]`, by name; `None` for strategy `none`.
     pub heartbeats: BTreeMap<String, Option<Policy>>,
     /// `[[route]]`: WebSocket routes.
@@ -264,6 +267,28 @@ pub struct RouteConfig {
     pub heartbeat: Option<String>,
     /// What happens to a client that falls behind.
     pub slow_consumer: SlowConsumer,
+    /// `auth = "jwt"`: how connections prove who they are; `None` for anyone.
+    pub auth: Option<TokenAuth>,
+}
+
+/// Whether a route requires a token (`auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAuth {
+    /// Anyone the origin check lets in may connect.
+    #[default]
+    None,
+    /// A JWT verified against `[auth]` keys.
+    Jwt,
+}
+
+/// A route's token requirement, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenAuth {
+    /// The keys and rules of `[auth]` (replaced on reload; connections keep their identity).
+    pub verifier: Verifier,
+    /// `token_cookie`: a cookie that may carry the token (only with an origin allow-list).
+    pub cookie: Option<String>,
 }
 
 /// `[[static]]`: a fixed HTTP response.

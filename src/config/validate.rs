@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::origin::{OriginPattern, Origins};
-use crate::channels::{PathPattern, Source, Template};
 use super::proxies::trusted_proxies;
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
 use super::token_file;
 use super::types::*;
 use super::{log_dir, log_filter};
+use crate::auth::Verifier;
+use crate::channels::{PathPattern, Source, Template};
 use crate::duration::HumanDuration;
 use crate::heartbeat::{Policy, RawPolicy};
 
@@ -40,6 +41,15 @@ impl Config {
             }
         }
         let admin = admin(raw.admin, &mut p);
+        // Err: `[auth]` is invalid (recorded); routes that need it add nothing more.
+        let verifier = raw
+            .auth
+            .validate(&|written| token_file::resolve_here(written, source))
+            .map_err(|problems| {
+                for (key, reason) in problems {
+                    p.add(&key, reason);
+                }
+            });
         // Routes may name a policy that is itself invalid: that is one problem, not two.
         let policy_names: BTreeSet<String> = raw.heartbeat.keys().cloned().collect();
         let mut heartbeats = BTreeMap::new();
@@ -56,7 +66,8 @@ impl Config {
         let mut paths = BTreeSet::from([format!("{publish_path}/disconnect"), publish_path]);
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, raw) in raw.routes.into_iter().enumerate() {
-            if let Some(route) = route(i, raw, &policy_names, &mut paths, &mut p) {
+            let verifier = verifier.as_ref().map(Option::as_ref);
+            if let Some(route) = route(i, raw, &policy_names, verifier, &mut paths, &mut p) {
                 routes.push(Arc::new(route));
             }
         }
@@ -93,6 +104,7 @@ impl Config {
             log,
             publish,
             admin,
+            auth: verifier.ok().flatten(),
             heartbeats,
             routes,
             statics: raw.statics,
@@ -378,11 +390,13 @@ fn policy(name: &str, raw: RawPolicy, p: &mut Problems) -> Option<Option<Policy>
     }
 }
 
-/// `[[route]]` number `i`; `paths` holds the paths taken so far.
+/// `[[route]]` number `i`; `paths` holds the paths taken so far; `verifier` is `[auth]`'s
+/// (`Err` when `[auth]` is invalid, already recorded).
 fn route(
     i: usize,
     raw: RawRoute,
     policies: &BTreeSet<String>,
+    verifier: Result<Option<&Verifier>, &()>,
     paths: &mut BTreeSet<String>,
     p: &mut Problems,
 ) -> Option<RouteConfig> {
@@ -408,6 +422,7 @@ fn route(
             (patterns.len() == list.len()).then_some(Origins::List(patterns))
         }
     };
+    let auth = token_auth(&raw, &origins, verifier, &key, p);
     let pattern = path.and_then(|path| p.take(&key("path"), PathPattern::parse(path)));
     let channels = pattern
         .as_ref()
@@ -440,7 +455,77 @@ fn route(
         channels: channels?,
         heartbeat: raw.heartbeat,
         slow_consumer: raw.slow_consumer,
+        auth: auth?,
     })
+}
+
+/// The longest `token_cookie` name.
+const MAX_COOKIE_NAME: usize = 64;
+
+/// The route's token requirement: `Some(None)` for none, `None` when invalid (recorded).
+fn token_auth(
+    raw: &RawRoute,
+    origins: &Option<Origins>,
+    verifier: Result<Option<&Verifier>, &()>,
+    key: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<Option<TokenAuth>> {
+    let cookie_ok = match &raw.token_cookie {
+        None => true,
+        Some(_) if raw.auth == RouteAuth::None => {
+            p.add(
+                &key("token_cookie"),
+                "applies only to routes with auth = \"jwt\": set auth, or remove token_cookie"
+                    .into(),
+            );
+            false
+        }
+        Some(name) => p
+            .take(&key("token_cookie"), cookie_name(name, origins))
+            .is_some(),
+    };
+    let verifier = match (raw.auth, verifier) {
+        (RouteAuth::None, _) => return cookie_ok.then_some(None),
+        (RouteAuth::Jwt, Err(_)) => return None,
+        (RouteAuth::Jwt, Ok(None)) => {
+            p.add(
+                &key("auth"),
+                "\"jwt\" needs a key to verify tokens with: add an [[auth.key]] with `algorithm` and `file` (e.g. algorithm = \"HS256\", file = \"keys/hs256.secret\")".into(),
+            );
+            return None;
+        }
+        (RouteAuth::Jwt, Ok(Some(v))) => v.clone(),
+    };
+    cookie_ok.then(|| {
+        Some(TokenAuth {
+            verifier,
+            cookie: raw.token_cookie.clone(),
+        })
+    })
+}
+
+/// A `token_cookie`: a cookie name (RFC 6265 token), on a route whose origins are an
+/// explicit list without `*`: browsers send cookies with any page's WebSocket, so only an
+/// allow-list stops another site from connecting as the user (cross-site WebSocket hijacking).
+fn cookie_name(name: &str, origins: &Option<Origins>) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_COOKIE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return Err(format!(
+            "`{name}` is not a cookie name: use 1 to {MAX_COOKIE_NAME} letters, digits or -_. (e.g. \"heartwire_token\")"
+        ));
+    }
+    match origins {
+        Some(Origins::List(list)) if !list.contains(&OriginPattern::Any) => Ok(()),
+        // Invalid origins were recorded already.
+        None => Ok(()),
+        Some(_) => Err(format!(
+            "a token in cookie `{name}` needs an explicit origins allow-list without \"*\" on this route: browsers send the cookie with any site's WebSocket (cross-site WebSocket hijacking); list the origins that may connect, e.g. origins = [\"https://app.example\"]"
+        )),
+    }
 }
 
 /// The route's channel templates: `channels`, else `channel`, else the path; each
@@ -481,9 +566,10 @@ fn channels(
                 "`{t}` needs `{{{name}}}`, which is not a segment of path `{}`: add it to the path (e.g. \"/user/{{{name}}}\"), or take it from {{query.{name}}} or a token claim",
                 raw.path
             )),
-            Source::Claim(name) => Some(format!(
+            Source::Claim(name) if raw.auth == RouteAuth::None => Some(format!(
                 "`{t}` takes `{name}` from a token, but this route requires none: set auth = \"jwt\" on the route"
             )),
+            Source::Claim(_) => None,
             Source::Path(_) | Source::Query(_) => None,
         });
         match missing {

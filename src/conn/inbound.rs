@@ -10,6 +10,7 @@ use tokio::time::{self, Instant};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::refresh::{Refresh, refresh};
 use super::session::Session;
 use super::step::{Step, written};
 use super::write::write;
@@ -25,6 +26,7 @@ pub(super) async fn inbound<S>(
     s: &Session,
     heartbeat: Option<&dyn Heartbeat>,
     beat: &mut PeerBeat,
+    expires: &mut Option<std::time::Instant>,
     msg: Message,
 ) -> Step
 where
@@ -38,6 +40,24 @@ where
         }
         Inbound::Reply(reply) => return write(ws, [reply], s.write_timeout).await,
         Inbound::Pass => {}
+    }
+    if let Message::Text(text) = &msg {
+        match refresh(s, text.as_str()) {
+            Refresh::NotOne => {}
+            Refresh::Renewed(at) => {
+                *expires = at;
+                return Step::Continue;
+            }
+            Refresh::Refused(e) => {
+                s.conn.vitals.route().auth_refused(e.label());
+                debug!(reason = e.label(), "token refresh refused: {e}");
+                return Step::Close(
+                    close::TOKEN_REFUSED,
+                    format!("token refused ({}): {e}", e.label()),
+                    Duration::ZERO,
+                );
+            }
+        }
     }
     match msg {
         // tungstenite queued the Pong; flush it now rather than with the next write.
@@ -59,7 +79,8 @@ where
             OnMessage::Relay => {
                 s.conn.vitals.route().received(&msg);
                 // To the sender's channels: the route's channel unless it names others.
-                let target = Target::Channels(s.conn.channels.iter().map(|c| c.to_string()).collect());
+                let target =
+                    Target::Channels(s.conn.channels.iter().map(|c| c.to_string()).collect());
                 let relayed = prefixed(&s.settings.relay_prefix, msg);
                 // The receipt is not needed here.
                 if let Err(err) = s.broker.publish(&target, relayed).await {

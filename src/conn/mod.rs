@@ -1,9 +1,10 @@
 //! One connection: the [`supervise`] loop over its socket, what it was given at the
 //! handshake ([`Session`]), its outbound batches and slow-consumer policy, inbound route
-//! actions, and bounded writes and closes.
+//! actions, token refresh and expiry, and bounded writes and closes.
 
 mod inbound;
 mod outbound;
+mod refresh;
 mod session;
 mod step;
 mod supervisor;

@@ -25,7 +25,10 @@ pub(super) fn ended(ending: Ending, limits: Limits) -> Step {
         Ending::Behind(behind) => {
             let how_far = match behind {
                 Behind::Messages(n) => {
-                    format!("{n} messages queued, over server.outbound_queue ({})", limits.messages)
+                    format!(
+                        "{n} messages queued, over server.outbound_queue ({})",
+                        limits.messages
+                    )
                 }
                 Behind::Bytes(n) => format!(
                     "{n} bytes queued, over server.outbound_queue_bytes ({})",

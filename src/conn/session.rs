@@ -24,6 +24,9 @@ pub struct Session {
     pub close_grace: Duration,
     /// The daemon's shutdown signal, to tell shutdown from a removed route.
     pub shutdown: CancellationToken,
+    /// When its token runs out (`exp` plus leeway), unless refreshed; `None` without one.
+    /// On the runtime's clock, as heartbeat deadlines are.
+    pub expires: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -43,6 +46,7 @@ impl Session {
             write_timeout: config.server.write_timeout,
             close_grace: config.server.shutdown_grace,
             shutdown,
+            expires: None,
         }
     }
 }

@@ -26,6 +26,9 @@ use crate::fanout::Vitals;
 use crate::heartbeat::{Active, PeerBeat, Pulse, TickAction};
 use crate::metrics::SlowAction;
 
+/// The close reason of 4001.
+const EXPIRED: &str = "token expired: send {\"token\": \"<fresh>\"} before it runs out, or reconnect with a fresh token";
+
 /// How long a close waits for the peer's answer when the server closes for a fault.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -52,6 +55,7 @@ where
             (now.generation, now.policy.clone())
         };
         let mut beat = PeerBeat::default();
+        let mut expires = s.expires;
         let vitals = s.conn.vitals.clone();
         vitals.follow(heartbeat.as_deref());
 
@@ -65,7 +69,8 @@ where
         }
 
         let step = loop {
-            let deadline = beat.deadline();
+            // One timer for both deadlines: a second would enlarge every connection.
+            let deadline = earliest(beat.deadline(), expires);
             let step = tokio::select! {
                 biased;
                 () = s.conn.token.cancelled() => Step::Close(
@@ -80,11 +85,11 @@ where
                 ),
                 // Built per turn on purpose: when a pong clears the deadline the timer is
                 // dropped with it, rather than left to wake an idle connection for nothing.
-                () = sleep_until(deadline) => Step::Close(
-                    close::HEARTBEAT_TIMEOUT,
-                    "heartbeat timeout".into(),
-                    Duration::ZERO,
-                ),
+                () = sleep_until(deadline) => if expires.is_some_and(|at| at <= Instant::now().into_std()) {
+                    Step::Close(close::TOKEN_EXPIRED, EXPIRED.into(), Duration::ZERO)
+                } else {
+                    Step::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout".into(), Duration::ZERO)
+                },
                 frame = ws.next() => match frame {
                     None => Step::Gone("closed by peer".into()),
                     Some(Ok(msg)) => {
@@ -94,7 +99,7 @@ where
                         }
                         // Boxed, like the close below: cold paths whose state would otherwise
                         // enlarge every idle connection's task.
-                        Box::pin(inbound(&mut ws, &s, heartbeat.as_ref().map(|a| a.heartbeat.as_ref()), &mut beat, msg)).await
+                        Box::pin(inbound(&mut ws, &s, heartbeat.as_ref().map(|a| a.heartbeat.as_ref()), &mut beat, &mut expires, msg)).await
                     }
                     Some(Err(err)) => read_error(err),
                 },
@@ -159,6 +164,9 @@ where
                 if code == close::SLOW_CONSUMER {
                     vitals.route().slow(SlowAction::Disconnect);
                 }
+                if code == close::TOKEN_EXPIRED {
+                    vitals.route().token_expired();
+                }
                 if code == close::HEARTBEAT_TIMEOUT {
                     vitals.timed_out();
                     log_dead(heartbeat.as_deref(), &beat);
@@ -202,6 +210,16 @@ fn unwritten(step: Step, vitals: &Vitals) -> Option<Ended> {
             Some(Ended { code: None, reason })
         }
         Step::Continue | Step::Close(..) => None,
+    }
+}
+
+fn earliest(
+    a: Option<std::time::Instant>,
+    b: Option<std::time::Instant>,
+) -> Option<std::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

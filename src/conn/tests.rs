@@ -48,13 +48,23 @@ fn parse(toml: &str) -> Config {
 impl Rig {
     /// A connection on route `/a` of `toml`, its socket buffer `socket` bytes each way.
     fn start(toml: &str, socket: usize) -> Rig {
+        Rig::start_as(toml, socket, None, None)
+    }
+
+    /// [`start`](Self::start) for user `user` whose token runs out `expires_in` from now.
+    fn start_as(
+        toml: &str,
+        socket: usize,
+        user: Option<&str>,
+        expires_in: Option<Duration>,
+    ) -> Rig {
         let config = parse(toml);
         let hub = Arc::new(Hub::new(Arc::new(Metrics::new())));
         hub.apply(&config);
         let route = hub.route("/a").expect("route /a");
         let pulse = route.pulse.subscribe();
         let who = Subscriber {
-            user: None,
+            user: user.map(Into::into),
             channels: vec!["/a".into()],
         };
         let limits = Limits {
@@ -69,13 +79,14 @@ impl Rig {
             &broker,
             hub.clone(),
         ));
-        let session = Session::new(
+        let mut session = Session::new(
             conn,
             route,
             &config,
             Arc::new(broker),
             CancellationToken::new(),
         );
+        session.expires = expires_in.map(|d| (Instant::now() + d).into_std());
         let (server, peer) = tokio::io::duplex(socket);
         let ws = futures_util::FutureExt::now_or_never(WebSocketStream::from_raw_socket(
             server,
@@ -116,8 +127,14 @@ impl Rig {
     async fn send(&mut self, op: u8, payload: &[u8]) {
         let mask = [1u8, 2, 3, 4];
         let mut out = vec![0x80 | op];
-        assert!(payload.len() < 126);
-        out.push(0x80 | payload.len() as u8);
+        match u16::try_from(payload.len()) {
+            Ok(n) if n < 126 => out.push(0x80 | n as u8),
+            Ok(n) => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Err(_) => panic!("test frames are under 64 KiB"),
+        }
         out.extend_from_slice(&mask);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         self.peer.write_all(&out).await.expect("write");
@@ -385,4 +402,62 @@ async fn a_client_that_stops_reading_is_dropped_after_write_timeout() {
         (2000 * MS..2100 * MS).contains(&at),
         "dropped at {at:?}, want 2 s after the first blocked write"
     );
+}
+
+const AUTH: &str = r#"
+[[auth.key]]
+algorithm = "HS256"
+file = "tests/keys/hs.secret"
+[[route]]
+path = "/a"
+auth = "jwt"
+"#;
+
+/// A refresh message for `sub` whose token expires `exp_in` seconds from now (wall clock,
+/// as JWT times are).
+fn refresh_for(sub: &str, exp_in: u64) -> Vec<u8> {
+    let secret = std::fs::read("tests/keys/hs.secret").expect("fixture");
+    let secret = secret.strip_suffix(b"\n").unwrap_or(&secret);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": sub, "exp": now + exp_in }),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    serde_json::json!({ "token": token })
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unrefreshed_token_closes_with_4001_at_its_expiry() {
+    let mut rig = Rig::start_as(AUTH, 64 * 1024, Some("u1"), Some(5 * 1000 * MS));
+    let (code, reason, at) = rig.close().await;
+    assert_eq!((code, at), (crate::close::TOKEN_EXPIRED, 5 * 1000 * MS));
+    assert!(reason.starts_with("token expired"), "{reason}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_moves_the_expiry_to_the_new_tokens() {
+    let mut rig = Rig::start_as(AUTH, 64 * 1024, Some("u1"), Some(5 * 1000 * MS));
+    rig.send(OP_TEXT, &refresh_for("u1", 100)).await;
+    // Consumed, not echoed: the next frame is the close at the new token's expiry (exp is
+    // whole seconds, plus the default 30 s leeway), long after the old one's 5 s.
+    let (code, _, at) = rig.close().await;
+    assert_eq!(code, crate::close::TOKEN_EXPIRED);
+    let secs = at.as_secs();
+    assert!((128..=131).contains(&secs), "closed after {at:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_for_another_user_closes_with_4003() {
+    let mut rig = Rig::start_as(AUTH, 64 * 1024, Some("u1"), Some(5 * 1000 * MS));
+    rig.send(OP_TEXT, &refresh_for("u2", 100)).await;
+    let (code, reason, at) = rig.close().await;
+    assert_eq!((code, at), (crate::close::TOKEN_REFUSED, Duration::ZERO));
+    assert!(reason.starts_with("token refused (invalid)"), "{reason}");
 }

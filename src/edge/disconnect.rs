@@ -58,7 +58,8 @@ fn kick(
             b"reason" => &mut reason,
             _ => continue,
         };
-        let value = form::decode(v).map_err(|_| bad("a parameter is not valid UTF-8 once percent-decoded"))?;
+        let value = form::decode(v)
+            .map_err(|_| bad("a parameter is not valid UTF-8 once percent-decoded"))?;
         *slot = Some(value);
     }
     let reason = reason.unwrap_or_else(|| DEFAULT_REASON.into());

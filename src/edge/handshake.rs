@@ -15,16 +15,19 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{Instrument, debug, debug_span, error};
 
+use super::bearer;
 use super::limits::{Full, Slot};
 use super::state::Edge;
 use super::subscribe::{self, Unsubscribable};
+use crate::auth::{AuthError, Identity};
 use crate::channels::Params;
-use crate::config::Config;
+use crate::config::{Config, RouteConfig, TokenAuth};
 use crate::conn::{self, Session};
 use crate::fanout::{Limits, Registration, Route};
 use crate::heartbeat::Pulse;
@@ -130,11 +133,20 @@ pub(super) fn upgrade(
             ),
         );
     }
-    let who = match subscribe::resolve(&route, &params, req.uri().query(), None) {
+    let query = req.uri().query();
+    let identity = match &route.auth {
+        None => None,
+        Some(auth) => match authenticate(auth, headers, query) {
+            Ok(identity) => Some(identity),
+            Err(e) => return refuse_token(edge, &route, peer, e),
+        },
+    };
+    let who = match subscribe::resolve(&route, &params, query, identity.as_ref()) {
         Ok(who) => who,
         Err(Unsubscribable::BadRequest(refusal)) => return refuse(Rejection::Channel, refusal),
-        Err(Unsubscribable::NotAllowed(refusal)) => return refuse(Rejection::Channel, refusal),
+        Err(Unsubscribable::NotAllowed(e)) => return refuse_token(edge, &route, peer, e),
     };
+    let protocol = bearer::selected(headers).and_then(|p| HeaderValue::from_str(p).ok());
     let server = &config.server;
     let slot = match edge.slots.try_claim(
         peer.ip(),
@@ -186,14 +198,18 @@ pub(super) fn upgrade(
         bytes: server.outbound_queue_bytes,
     };
     let (conn, registration) = edge.hub.register(live, peer, who, limits);
-    let session = Session::new(
+    let mut session = Session::new(
         conn,
         live.clone(),
         config,
         edge.broker.clone(),
         edge.shutdown.clone(),
     );
-    let span = debug_span!("conn", id = session.conn.id, %peer, route = %route.path);
+    session.expires = identity
+        .and_then(|id| id.remaining())
+        .map(|left| Instant::now().into_std() + left);
+    let user = session.conn.user.clone();
+    let span = debug_span!("conn", id = session.conn.id, %peer, route = %route.path, user = user.as_deref());
     let opening = Box::new(Opening {
         req,
         ws_config,
@@ -212,7 +228,54 @@ pub(super) fn upgrade(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
+    if let Some(protocol) = protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
     Ok(res)
+}
+
+/// Who the request's token says its holder is, on a route that requires one.
+fn authenticate(
+    auth: &TokenAuth,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Identity, AuthError> {
+    let token = bearer::token(headers, query, auth.cookie.as_deref()).ok_or(AuthError::Missing)?;
+    auth.verifier.verify(&token)
+}
+
+/// A refused token: 401 with `WWW-Authenticate` when there was none, else 403; the body
+/// says which rule (`"auth": "expired"`), never quoting the token.
+fn refuse_token<T>(
+    edge: &Edge,
+    route: &RouteConfig,
+    peer: SocketAddr,
+    e: AuthError,
+) -> Result<T, Refused> {
+    edge.metrics.auth_refused(e.label());
+    debug!(%peer, route = %route.path, reason = e.label(), "token refused: {e}");
+    let reason = match (&e, &route.auth) {
+        (AuthError::Missing, Some(auth)) => format!(
+            "{e}: offer subprotocols [\"{}\", \"{}<token>\"], or add ?{}=<token>{}",
+            bearer::PROTOCOL,
+            bearer::BEARER,
+            bearer::QUERY,
+            auth.cookie
+                .as_deref()
+                .map(|c| format!(", or set cookie `{c}`"))
+                .unwrap_or_default()
+        ),
+        _ => e.to_string(),
+    };
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut refusal = Refusal::new(status, reason).with_field("auth", e.label());
+    if status == StatusCode::UNAUTHORIZED {
+        refusal = refusal.with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"heartwire\""),
+        );
+    }
+    refuse(Rejection::Auth, refusal)
 }
 
 /// What a connection's task needs only until its WebSocket is open. Boxed and consumed

@@ -1,8 +1,9 @@
 //! The edge: everything that speaks HTTP to the outside. The accept loop and connection
 //! limits ([`listener`], [`limits`]), who the client is behind a proxy ([`proxy_protocol`],
 //! [`forwarded`]), request routing ([`dispatch`]), the WebSocket upgrade ([`handshake`]),
-//! and the publish endpoint ([`publish`], [`form`], [`rate_limit`]).
+//! who a connection is ([`bearer`], [`subscribe`]), and the publish endpoint ([`publish`], [`form`], [`rate_limit`]).
 
+mod bearer;
 mod disconnect;
 mod dispatch;
 mod form;

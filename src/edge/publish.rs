@@ -253,9 +253,7 @@ fn envelope(bytes: &[u8]) -> Result<Envelope, Refusal> {
     let bad = |why: String| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
-            format!(
-                "{ENVELOPE} body: {why}; send {{\"channels\": [\"user.42\"], \"data\": ...}}"
-            ),
+            format!("{ENVELOPE} body: {why}; send {{\"channels\": [\"user.42\"], \"data\": ...}}"),
         )
     };
     let raw: RawEnvelope = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;

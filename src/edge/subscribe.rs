@@ -6,35 +6,38 @@ use std::sync::Arc;
 use hyper::StatusCode;
 
 use super::form;
+use crate::auth::{AuthError, Identity};
 use crate::channels::{Params, Source};
 use crate::config::RouteConfig;
 use crate::fanout::Subscriber;
 use crate::http::Refusal;
 
-/// What a verified token says about the connection, as far as channels care.
-pub(super) trait Claims {
-    /// A string claim (`sub` included).
-    fn claim(&self, name: &str) -> Option<&str>;
-    /// Whether the token's `channels` claim (if any) allows `channel`.
-    fn allows(&self, channel: &str) -> bool;
-}
-
 /// Why a connection may not hold the channels it asked for.
 pub(super) enum Unsubscribable {
     /// A template could not be filled in, or made an invalid name (400).
     BadRequest(Refusal),
-    /// The token does not allow a channel (403).
-    NotAllowed(Refusal),
+    /// The token lacks a claim a template needs, or does not allow a channel (403).
+    NotAllowed(AuthError),
 }
 
 /// The channels of a connection to `route` (path parameters `params`, query `query`,
-/// token `claims` when the route requires one), each once, in template order.
+/// verified token `identity` when the route requires one), each once, in template order.
 pub(super) fn resolve(
     route: &RouteConfig,
     params: &Params,
     query: Option<&str>,
-    claims: Option<&dyn Claims>,
+    identity: Option<&Identity>,
 ) -> Result<Subscriber, Unsubscribable> {
+    // A claim a template needs is the token's fault (403), not the request's (400).
+    for source in route.channels.iter().flat_map(|t| t.sources()) {
+        if let Source::Claim(name) = source {
+            if identity.and_then(|id| id.claim(name)).is_none() {
+                return Err(Unsubscribable::NotAllowed(AuthError::MissingClaim(
+                    name.clone(),
+                )));
+            }
+        }
+    }
     let mut values: Vec<(Source, String)> = params
         .iter()
         .map(|(k, v)| (Source::Path(k.clone()), v.clone()))
@@ -64,7 +67,7 @@ pub(super) fn resolve(
         values.push((Source::Query(name.to_owned()), value));
     }
     let lookup = |s: &Source| match s {
-        Source::Claim(name) => claims.and_then(|c| c.claim(name)),
+        Source::Claim(name) => identity.and_then(|id| id.claim(name)),
         other => values
             .iter()
             .find(|(have, _)| have == other)
@@ -75,20 +78,15 @@ pub(super) fn resolve(
         let name = template.render(lookup).map_err(|why| {
             Unsubscribable::BadRequest(Refusal::new(StatusCode::BAD_REQUEST, why))
         })?;
-        if claims.is_some_and(|c| !c.allows(&name)) {
-            return Err(Unsubscribable::NotAllowed(Refusal::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "the token's `channels` claim does not allow channel `{name}`: mint the token with it, or connect to a route that does not resolve to it"
-                ),
-            )));
+        if let Some(id) = identity {
+            id.authorize(&name).map_err(Unsubscribable::NotAllowed)?;
         }
         if !channels.iter().any(|c| **c == *name) {
             channels.push(name.into());
         }
     }
     Ok(Subscriber {
-        user: claims.and_then(|c| c.claim("sub")).map(Arc::from),
+        user: identity.and_then(|id| id.sub.as_deref()).map(Arc::from),
         channels,
     })
 }

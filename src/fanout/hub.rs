@@ -239,7 +239,14 @@ impl Hub {
         limits: Limits,
     ) -> (Conn, Registration) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        route.register(id, peer, who, Mailbox::new(limits), &self.subs, &self.metrics)
+        route.register(
+            id,
+            peer,
+            who,
+            Mailbox::new(limits),
+            &self.subs,
+            &self.metrics,
+        )
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {

@@ -124,7 +124,9 @@ impl Mailbox {
             SlowConsumer::Disconnect => {}
             SlowConsumer::DropOldest => {
                 while over(&q) {
-                    let Some(old) = q.frames.pop_front() else { break };
+                    let Some(old) = q.frames.pop_front() else {
+                        break;
+                    };
                     q.bytes -= old.encoded().len();
                     q.dropped += 1;
                 }
@@ -173,7 +175,9 @@ impl Mailbox {
         }
         let mut bytes = 0;
         while batch.len() < BATCH && bytes < BATCH_BYTES {
-            let Some(frame) = q.frames.pop_front() else { break };
+            let Some(frame) = q.frames.pop_front() else {
+                break;
+            };
             bytes += frame.encoded().len();
             batch.push(frame);
         }
@@ -274,7 +278,10 @@ mod tests {
         }
         let mut batch = Vec::new();
         let t = m.take(&mut batch);
-        assert_eq!((texts(&batch), t.dropped), (vec!["3".into(), "4".into(), "5".into()], 2));
+        assert_eq!(
+            (texts(&batch), t.dropped),
+            (vec!["3".into(), "4".into(), "5".into()], 2)
+        );
         let m = mailbox(SlowConsumer::KeepLatest, 3, 1 << 20);
         for t in ["1", "2", "3"] {
             m.push(&frame(t));

@@ -121,8 +121,8 @@ impl Route {
     }
 
     /// Calls `f` with each live connection, under the registry's lock (keep `f` short).
-    pub fn each_conn(&self, mut f: impl FnMut(&Conn)) {
-        self.lock().values().for_each(|c| f(c));
+    pub fn each_conn(&self, f: impl FnMut(&Conn)) {
+        self.lock().values().for_each(f);
     }
 
     /// Live connections.

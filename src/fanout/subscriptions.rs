@@ -97,7 +97,11 @@ impl Subscriptions {
         let mut reached = Reached::default();
         for name in names {
             let mut n = 0;
-            for (id, mailbox) in map.get(name.as_str()).into_iter().flat_map(Subscribers::each) {
+            for (id, mailbox) in map
+                .get(name.as_str())
+                .into_iter()
+                .flat_map(Subscribers::each)
+            {
                 let first = names.len() == 1 || seen.insert(id);
                 if first && mailbox.push(frame) {
                     reached.queued += 1;
@@ -168,9 +172,21 @@ mod tests {
         assert_eq!(subs.len(), 3);
         let frame = WireFrame::new(Message::text("x"));
         let r = subs.deliver(&owned(&["user.2"]), &frame);
-        assert_eq!(r, Reached { queued: 2, per_channel: vec![2] });
+        assert_eq!(
+            r,
+            Reached {
+                queued: 2,
+                per_channel: vec![2]
+            }
+        );
         let r = subs.deliver(&owned(&["news", "user.2", "nobody"]), &frame);
-        assert_eq!(r, Reached { queued: 3, per_channel: vec![3, 2, 0] });
+        assert_eq!(
+            r,
+            Reached {
+                queued: 3,
+                per_channel: vec![3, 2, 0]
+            }
+        );
         let mut batch = Vec::new();
         assert_eq!(a.take(&mut batch).left, 0);
         assert_eq!(batch.len(), 1, "a: once, from news");

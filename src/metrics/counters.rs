@@ -8,7 +8,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::labels::SlowAction;
+use prometheus_client::metrics::family::Family;
+
+use super::labels::{Reason, SlowAction};
 
 /// One route's counters, as a connection holds them.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +26,8 @@ pub struct RouteCounters {
     pub(super) slow_skip: Counter,
     pub(super) slow_write_timeout: Counter,
     pub(super) dropped: Counter,
+    pub(super) expired: Counter,
+    pub(super) auth_refused: Family<Reason, Counter>,
 }
 
 impl RouteCounters {
@@ -31,6 +35,18 @@ impl RouteCounters {
     pub fn opened(&self) {
         self.accepted.inc();
         self.open.inc();
+    }
+
+    /// A connection's token expired unrefreshed (closed with 4001).
+    pub fn token_expired(&self) {
+        self.expired.inc();
+    }
+
+    /// A refreshed token was refused (`label`: an `AuthError` label).
+    pub fn auth_refused(&self, label: &'static str) {
+        self.auth_refused
+            .get_or_create(&Reason { reason: label })
+            .inc();
     }
 
     /// A connection closed.

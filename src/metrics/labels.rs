@@ -17,20 +17,23 @@ pub enum Rejection {
     ProxyHeader,
     /// `server.proxy_protocol`: a connection from outside `server.trusted_proxies` (closed).
     UntrustedProxy,
-    /// The route's channels could not be made from the request, or the token does not
-    /// allow one (400/403).
+    /// The route's channels could not be made from the request (400).
     Channel,
+    /// The route requires a token and it was missing (401) or refused (403); the
+    /// `auth_refusals` family says why.
+    Auth,
 }
 
 impl Rejection {
     /// Every reason, so each series exists (at 0) from the start.
-    pub(super) const ALL: [Self; 6] = [
+    pub(super) const ALL: [Self; 7] = [
         Self::Origin,
         Self::Limit,
         Self::BadHandshake,
         Self::ProxyHeader,
         Self::UntrustedProxy,
         Self::Channel,
+        Self::Auth,
     ];
 
     pub(super) fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Rejection {
             Self::ProxyHeader => "proxy_header",
             Self::UntrustedProxy => "untrusted_proxy",
             Self::Channel => "channel",
+            Self::Auth => "auth",
         }
     }
 }

@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 
 use super::counters::{PolicyCounters, RouteCounters};
 use super::labels::*;
+use crate::auth::AuthError;
 use crate::heartbeat::Strategy;
 use crate::process::ProcessCollector;
 
@@ -22,6 +23,8 @@ pub struct Metrics {
     routes: Gauge,
     accepted: Family<RouteLabel, Counter>,
     rejected: Family<Reason, Counter>,
+    auth_refused: Family<Reason, Counter>,
+    expired: Counter,
     http_open: Gauge,
     http_full: Counter,
     sent: Family<RouteKind, Counter>,
@@ -66,6 +69,8 @@ impl Metrics {
             routes: Gauge::default(),
             accepted: Family::default(),
             rejected: Family::default(),
+            auth_refused: Family::default(),
+            expired: Counter::default(),
             http_open: Gauge::default(),
             http_full: Counter::default(),
             sent: Family::default(),
@@ -101,6 +106,9 @@ impl Metrics {
                 reason: why.as_str(),
             });
         }
+        for reason in AuthError::ALL_LABELS {
+            m.auth_refused.get_or_create_owned(&Reason { reason });
+        }
         for result in ["ok", "error"] {
             m.reloads.get_or_create_owned(&Outcome { result });
         }
@@ -119,8 +127,18 @@ impl Metrics {
         );
         r.register(
             "connections_rejected",
-            "WebSocket handshakes refused, by reason (origin, limit, bad_handshake), and connections closed for their PROXY header (proxy_header, untrusted_proxy)",
+            "WebSocket handshakes refused, by reason (origin, limit, bad_handshake, channel, auth), and connections closed for their PROXY header (proxy_header, untrusted_proxy)",
             m.rejected.clone(),
+        );
+        r.register(
+            "auth_refusals",
+            "Subscriber tokens refused, at the handshake or on refresh, by reason (missing, too_large, invalid, expired, not_yet_valid, issuer, audience, channel)",
+            m.auth_refused.clone(),
+        );
+        r.register(
+            "tokens_expired",
+            "Connections closed with 4001 because their token expired unrefreshed",
+            m.expired.clone(),
         );
         r.register(
             "http_connections",
@@ -276,6 +294,8 @@ impl Metrics {
             slow_skip: slow(SlowAction::Skip),
             slow_write_timeout: slow(SlowAction::WriteTimeout),
             dropped: self.dropped.get_or_create_owned(&label),
+            expired: self.expired.clone(),
+            auth_refused: self.auth_refused.clone(),
         }
     }
 
@@ -309,6 +329,13 @@ impl Metrics {
             .get_or_create(&Reason {
                 reason: why.as_str(),
             })
+            .inc();
+    }
+
+    /// A subscriber token was refused (`label`: one of [`AuthError::ALL_LABELS`]).
+    pub fn auth_refused(&self, label: &'static str) {
+        self.auth_refused
+            .get_or_create(&Reason { reason: label })
             .inc();
     }
 
