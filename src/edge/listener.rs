@@ -1,6 +1,8 @@
 //! The accept loop and one TCP connection's HTTP: bounded by `server.max_http_connections`
 //! and `handshake_timeout`, served by hyper until it ends or becomes a WebSocket. With
-//! `server.proxy_protocol`, the connection's PROXY header is read first.
+//! `server.proxy_protocol`, the connection's PROXY header is read first; with
+//! `[server.tls]`, the TLS handshake comes next, and hyper (then the WebSocket) runs over
+//! the TLS stream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -68,8 +70,7 @@ pub async fn accept_loop(edge: Arc<Edge>, listener: TcpListener) {
         if edge.config.borrow().server.proxy_protocol {
             edge.tracker.spawn(serve_proxied(edge2, stream, peer, slot));
         } else {
-            edge.tracker
-                .spawn(serve_connection(edge2, stream, peer, slot));
+            edge.tracker.spawn(serve_secured(edge2, stream, peer, slot));
         }
     }
 }
@@ -117,7 +118,39 @@ async fn serve_proxied(edge: Arc<Edge>, mut stream: TcpStream, peer: SocketAddr,
         }
     };
     let client = header.source.unwrap_or(peer);
-    serve_connection(edge, Prefixed::new(header.rest, stream), client, slot).await;
+    serve_secured(edge, Prefixed::new(header.rest, stream), client, slot).await;
+}
+
+/// Runs the TLS handshake when the listener has TLS (within `handshake_timeout`, holding
+/// the connection's HTTP slot), then serves the connection. A peer that does not complete
+/// it (plain HTTP, garbage, silence) is closed: rustls refuses a first record that is not
+/// a ClientHello at once, and answers with an alert where it can.
+async fn serve_secured<S>(edge: Arc<Edge>, stream: S, peer: SocketAddr, slot: HttpSlot)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(tls) = &edge.tls else {
+        return serve_connection(edge, stream, peer, slot).await;
+    };
+    let timeout = edge.config.borrow().server.handshake_timeout;
+    let accepted = tokio::select! {
+        () = edge.shutdown.cancelled() => return,
+        accepted = tokio::time::timeout(timeout, tls.accept(stream)) => accepted,
+    };
+    match accepted {
+        Ok(Ok(stream)) => serve_connection(edge, stream, peer, slot).await,
+        Ok(Err(err)) => {
+            edge.metrics.rejected(Rejection::TlsHandshake);
+            debug!(%peer, error = %err, "connection closed: TLS handshake failed");
+        }
+        Err(_) => {
+            edge.metrics.rejected(Rejection::TlsHandshake);
+            debug!(
+                %peer,
+                "connection closed: no TLS handshake within server.handshake_timeout"
+            );
+        }
+    }
 }
 
 /// Serves one connection's HTTP, holding its place in `server.max_http_connections`
