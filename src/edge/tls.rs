@@ -29,7 +29,7 @@ const PLAIN_DRAIN: u64 = 16 * 1024;
 /// The answer to a plain HTTP request on a TLS port (nginx answers the same case with 400).
 const PLAIN_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 Content-Type: text/plain; charset=utf-8\r\n\
-Content-Length: 66\r\n\
+Content-Length: 67\r\n\
 Connection: close\r\n\r\n\
 This port speaks TLS: connect with https:// or wss://, not http://\n";
 
