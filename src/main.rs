@@ -23,6 +23,9 @@ const SYSTEM_CONFIG: &str = "/etc/heartwire/heartwire.toml";
 /// The shipped default, used from a source checkout.
 const LOCAL_CONFIG: &str = "config/heartwire.toml";
 
+/// Under this many days to expiry, `check` says to renew the certificate.
+const RENEW_WITHIN_DAYS: i64 = 14;
+
 /// A WebSocket push daemon with pluggable heartbeats.
 ///
 /// Exit codes: 0 clean exit; 1 runtime failure (e.g. cannot listen); 2 invalid config or usage.
@@ -76,6 +79,19 @@ fn main() -> ExitCode {
             }
         }
         eprintln!("heartwire: {} is valid", path.display());
+        if let Some(tls) = &config.server.tls {
+            let days = tls.days_left(std::time::SystemTime::now());
+            let soon = if days < RENEW_WITHIN_DAYS {
+                ": renew it soon"
+            } else {
+                ""
+            };
+            eprintln!(
+                "heartwire: server.tls: the certificate in {} expires on {} (in {days} days){soon}",
+                tls.cert_file.display(),
+                tls.expires()
+            );
+        }
         return ExitCode::SUCCESS;
     }
     // Before any thread starts (the log writer's, the runtime's): it unsets LISTEN_FDS.

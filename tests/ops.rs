@@ -559,6 +559,7 @@ async fn a_fresh_daemon_exports_every_known_series_at_zero() {
         "bad_handshake",
         "proxy_header",
         "untrusted_proxy",
+        "tls_handshake",
     ]
     .iter()
     .map(|r| format!(r#"heartwire_connections_rejected_total{{reason="{r}"}}"#))

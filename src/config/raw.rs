@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::tls::RawTls;
 use super::types::*;
 use crate::duration::HumanDuration;
 use crate::heartbeat::RawPolicy;
@@ -51,6 +52,8 @@ pub(super) struct RawServer {
     pub(super) reconnect_jitter: HumanDuration,
     pub(super) trusted_proxies: Vec<String>,
     pub(super) proxy_protocol: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tls: Option<RawTls>,
 }
 
 impl Default for RawServer {
@@ -71,6 +74,7 @@ impl Default for RawServer {
             reconnect_jitter: HumanDuration::from(DEFAULT_RECONNECT_JITTER),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            tls: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::origin::Origins;
 use super::proxies::TrustedProxies;
+use super::tls::TlsConfig;
 use crate::heartbeat::Policy;
 
 /// Where the daemon listens when the file says nothing.
@@ -113,6 +114,9 @@ pub struct ServerConfig {
     pub trusted_proxies: TrustedProxies,
     /// Every connection starts with a PROXY protocol (v1 or v2) header.
     pub proxy_protocol: bool,
+    /// `[server.tls]`: serve TLS (`wss://`, `https://`) with this pair. Turning it on or
+    /// off needs a restart; a new pair applies to new connections at once.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[admin]`: the operators' listener (health, metrics, connections).

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::origin::{OriginPattern, Origins};
 use super::proxies::trusted_proxies;
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
+use super::tls;
 use super::token_file;
 use super::types::*;
 use super::{log_dir, log_filter};
@@ -23,7 +24,7 @@ impl Config {
     /// reported, not only the first.
     pub fn from_raw(raw: RawConfig, source: &Path) -> Result<Self, ConfigError> {
         let mut p = Problems::new(source);
-        let server = server(raw.server, &mut p);
+        let server = server(raw.server, source, &mut p);
         let log = log(raw.log, &mut p);
         let publish = publish(raw.publish, source, &mut p);
         if let (Some(server), Some(publish)) = (&server, &publish) {
@@ -173,7 +174,7 @@ fn list_or_none(items: &[&str]) -> String {
     }
 }
 
-fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
+fn server(raw: RawServer, source: &Path, p: &mut Problems) -> Option<ServerConfig> {
     let listen = match raw.listen {
         Listen::One(a) => vec![a],
         Listen::Many(list) => list,
@@ -232,6 +233,16 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
             max_frame_size = None;
         }
     }
+    let tls = match &raw.tls {
+        None => Some(None),
+        Some(pair) => match tls::load(pair, source, std::time::SystemTime::now()) {
+            Ok(loaded) => Some(Some(loaded)),
+            Err((key, reason)) => {
+                p.add(key, reason);
+                None
+            }
+        },
+    };
     if addrs.len() != listen.len() || addrs.is_empty() {
         return None;
     }
@@ -254,6 +265,7 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
             trusted_proxies(&raw.trusted_proxies),
         )?,
         proxy_protocol: raw.proxy_protocol,
+        tls: tls?,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The edge: everything that speaks HTTP to the outside. The accept loop and connection
-//! limits ([`listener`], [`limits`]), who the client is behind a proxy ([`proxy_protocol`],
-//! [`forwarded`]), request routing ([`dispatch`]), the WebSocket upgrade ([`handshake`]),
+//! limits ([`listener`], [`limits`]), TLS ([`tls`]), who the client is behind a proxy
+//! ([`proxy_protocol`], [`forwarded`]), request routing ([`dispatch`]), the WebSocket upgrade ([`handshake`]),
 //! and the publish endpoint ([`publish`], [`form`], [`rate_limit`]).
 
 mod dispatch;
@@ -13,6 +13,7 @@ mod proxy_protocol;
 mod publish;
 mod rate_limit;
 mod state;
+mod tls;
 
 pub use listener::accept_loop;
 pub use state::Edge;

@@ -17,16 +17,19 @@ pub enum Rejection {
     ProxyHeader,
     /// `server.proxy_protocol`: a connection from outside `server.trusted_proxies` (closed).
     UntrustedProxy,
+    /// `[server.tls]`: a connection whose TLS handshake failed or timed out (closed).
+    TlsHandshake,
 }
 
 impl Rejection {
     /// Every reason, so each series exists (at 0) from the start.
-    pub(super) const ALL: [Self; 5] = [
+    pub(super) const ALL: [Self; 6] = [
         Self::Origin,
         Self::Limit,
         Self::BadHandshake,
         Self::ProxyHeader,
         Self::UntrustedProxy,
+        Self::TlsHandshake,
     ];
 
     pub(super) fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Rejection {
             Self::BadHandshake => "bad_handshake",
             Self::ProxyHeader => "proxy_header",
             Self::UntrustedProxy => "untrusted_proxy",
+            Self::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -114,4 +118,10 @@ pub(super) type RttFamily = Family<PolicyLabel, Histogram, fn() -> Histogram>;
 pub(super) fn rtt_histogram() -> Histogram {
     // 1 ms to ~16 s, doubling: LAN pongs land low, a phone on a bad cell high.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// The certificate file served (`server.tls.cert_file`, as resolved).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct CertFile {
+    pub(super) cert_file: String,
 }

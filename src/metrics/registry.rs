@@ -41,6 +41,9 @@ pub struct Metrics {
     panics: Counter,
     allocated: Gauge,
     resident: Gauge,
+    /// No series until a certificate is served, so an alert on it cannot fire on a
+    /// listener without TLS; one series (the file served) after.
+    tls_expiry: Family<CertFile, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -85,6 +88,7 @@ impl Metrics {
             panics: Counter::default(),
             allocated: Gauge::default(),
             resident: Gauge::default(),
+            tls_expiry: Family::default(),
             registry: Registry::default(),
         };
         let build: Family<Build, Gauge> = Family::default();
@@ -119,7 +123,7 @@ impl Metrics {
         );
         r.register(
             "connections_rejected",
-            "WebSocket handshakes refused, by reason (origin, limit, bad_handshake), and connections closed for their PROXY header (proxy_header, untrusted_proxy)",
+            "WebSocket handshakes refused, by reason (origin, limit, bad_handshake), connections closed for their PROXY header (proxy_header, untrusted_proxy), and failed TLS handshakes (tls_handshake)",
             m.rejected.clone(),
         );
         r.register(
@@ -207,6 +211,11 @@ impl Metrics {
             "allocator_resident_bytes",
             "Bytes the allocator keeps resident (above allocated: memory held after a peak)",
             m.resident.clone(),
+        );
+        r.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate served on the public listener expires, in seconds since the Unix epoch by server.tls.cert_file (no series without [server.tls])",
+            m.tls_expiry.clone(),
         );
         r.register(
             "connection_panics",
@@ -358,6 +367,17 @@ impl Metrics {
     /// A connection task panicked.
     pub fn panicked(&self) {
         self.panics.inc();
+    }
+
+    /// The certificate served, from `cert_file`, expires at `unix_seconds`.
+    pub fn set_tls_expiry(&self, cert_file: &std::path::Path, unix_seconds: i64) {
+        // One series: the file served now (a reload may name another).
+        self.tls_expiry.clear();
+        self.tls_expiry
+            .get_or_create_owned(&CertFile {
+                cert_file: cert_file.display().to_string(),
+            })
+            .set(unix_seconds);
     }
 
     /// Shutdown has begun.
