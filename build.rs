@@ -160,30 +160,33 @@ fn packaged_unit(source: &str) -> Option<String> {
 
 /// `git rev-parse --short HEAD` of the checkout this crate is the top of, or `None` when
 /// it is not one (a source tarball, or a crate unpacked inside someone else's repository)
-/// or git is missing. Asks cargo to rerun when HEAD or the branch it names moves.
+/// or git is missing. Asks cargo to rerun when HEAD moves.
 fn git_revision(manifest_dir: &Path) -> Option<String> {
     let toplevel = git(manifest_dir, &["rev-parse", "--show-toplevel"])?;
     if fs::canonicalize(toplevel).ok()? != fs::canonicalize(manifest_dir).ok()? {
         return None;
     }
-    // --git-path resolves a linked worktree's HEAD and the shared refs alike.
-    let head = git(
-        manifest_dir,
-        &["rev-parse", "--path-format=absolute", "--git-path", "HEAD"],
-    )?;
-    println!("cargo:rerun-if-changed={head}");
+    // HEAD changes when another branch is checked out. A commit changes only the branch's
+    // ref, which may be a loose file or a line in packed-refs, and a commit that creates
+    // the loose file leaves packed-refs as it was; HEAD's reflog (logs/HEAD, on by default)
+    // grows on every commit, checkout, reset or pull, in this worktree only. Only paths
+    // that exist: cargo reruns every build for one that does not.
+    // --git-path resolves a linked worktree's HEAD and reflog and the shared refs alike.
+    let mut watch = vec![
+        "HEAD".to_owned(),
+        "logs/HEAD".to_owned(),
+        "packed-refs".to_owned(),
+    ];
     if let Some(branch) = git(manifest_dir, &["symbolic-ref", "-q", "HEAD"]) {
-        // A loose ref file, or packed-refs when the branch has none. Only paths that
-        // exist: cargo reruns every build for one that does not.
-        for name in [branch.as_str(), "packed-refs"] {
-            let path = git(
-                manifest_dir,
-                &["rev-parse", "--path-format=absolute", "--git-path", name],
-            )?;
-            if Path::new(&path).exists() {
-                println!("cargo:rerun-if-changed={path}");
-                break;
-            }
+        watch.push(branch);
+    }
+    for name in &watch {
+        let path = git(
+            manifest_dir,
+            &["rev-parse", "--path-format=absolute", "--git-path", name],
+        )?;
+        if Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
     git(manifest_dir, &["rev-parse", "--short", "HEAD"])
