@@ -512,8 +512,9 @@ async fn metrics_reflect_a_scripted_scenario() {
         ) >= 2.0
     );
     assert!(m.contains(&format!(
-        "heartwire_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+        "heartwire_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        env!("BUILD_GIT_REVISION")
     )));
 
     // /connections lists the three live clients.
@@ -655,7 +656,10 @@ fn connection_limits_above_the_open_file_limit_are_reported() {
     let warning = d.wait_message(WARNING);
     assert_eq!(warning["level"], "WARN", "{warning}");
     assert!(
-        message(&warning).contains("raise LimitNOFILE= in heartwire.service (or ulimit -n)"),
+        message(&warning).contains(
+            "raise LimitNOFILE= (the shipped heartwire.service sets 262144; `systemctl edit \
+             heartwire` overrides it) or ulimit -n above 11024"
+        ),
         "{warning}"
     );
     assert_eq!(warning["fields"]["open_file_limit"], 256, "{warning}");

@@ -111,6 +111,8 @@ pub(super) struct Outcome {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct Build {
     pub(super) version: &'static str,
+    /// The git revision built from (build.rs), `unknown` outside a checkout.
+    pub(super) revision: &'static str,
 }
 
 pub(super) type RttFamily = Family<PolicyLabel, Histogram, fn() -> Histogram>;

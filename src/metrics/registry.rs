@@ -95,6 +95,7 @@ impl Metrics {
         build
             .get_or_create(&Build {
                 version: env!("CARGO_PKG_VERSION"),
+                revision: env!("BUILD_GIT_REVISION"),
             })
             .set(1);
         m.last_reload_ok.set(1);
@@ -109,7 +110,11 @@ impl Metrics {
             m.reloads.get_or_create_owned(&Outcome { result });
         }
         let r = registry.sub_registry_with_prefix("heartwire");
-        r.register("build_info", "heartwire version (value is always 1)", build);
+        r.register(
+            "build_info",
+            "heartwire version and git revision (value is always 1)",
+            build,
+        );
         r.register(
             "connections_open",
             "Open WebSocket connections by route",
