@@ -143,4 +143,10 @@ pub(super) struct RawRoute {
     pub(super) heartbeat: Option<String>,
     #[serde(default)]
     pub(super) slow_consumer: SlowConsumer,
+    #[serde(default = "answer_client_pings")]
+    pub(super) client_pings: bool,
+}
+
+fn answer_client_pings() -> bool {
+    DEFAULT_CLIENT_PINGS
 }

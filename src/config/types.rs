@@ -43,6 +43,8 @@ pub const DEFAULT_RECONNECT_JITTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Where backends publish.
 pub const DEFAULT_PUBLISH_PATH: &str = "/publish";
+/// Whether routes answer a client's text `{"ping": X}` with `{"pong": X}`.
+pub const DEFAULT_CLIENT_PINGS: bool = true;
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 128;
 
@@ -260,6 +262,9 @@ pub struct RouteConfig {
     pub heartbeat: Option<String>,
     /// What happens to a client that falls behind.
     pub slow_consumer: SlowConsumer,
+    /// Answer a client's text `{"ping": X}` with `{"pong": X}` (consumed, never passed on);
+    /// when off, such a message is ordinary traffic.
+    pub client_pings: bool,
 }
 
 /// `[[static]]`: a fixed HTTP response.

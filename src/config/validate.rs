@@ -435,6 +435,7 @@ fn route(
         channel: channel?,
         heartbeat: raw.heartbeat,
         slow_consumer: raw.slow_consumer,
+        client_pings: raw.client_pings,
     })
 }
 
