@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub(super) log: LogConfig,
     pub(super) publish: RawPublish,
     pub(super) admin: RawAdmin,
+    pub(super) client: ClientConfig,
     pub(super) heartbeat: BTreeMap<String, RawPolicy>,
     #[serde(rename = "route")]
     pub(super) routes: Vec<RawRoute>,
