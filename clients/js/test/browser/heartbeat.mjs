@@ -1,0 +1,17 @@
+// json-gzip route pinging every 200 ms: the page answers 20 pings, is never closed, and
+// measures a plausible RTT. Prints {result: {...}} for tests/browser.rs.
+import { scenario, openDemo, until, events } from './lib.mjs';
+
+scenario('heartbeat', async (base, page) => {
+  await openDemo(page, base, { route: '/hb' });
+  await until(page, () => window.demo.events.filter((e) => e.type === 'heartbeat' && 'ping' in e).length >= 20, null, 20000, '20 pings');
+  const all = await events(page);
+  return {
+    pings: all.filter((e) => e.type === 'heartbeat' && 'ping' in e).length,
+    disconnects: all.filter((e) => e.type === 'state' && e.state === 'disconnected').length,
+    connects: all.filter((e) => e.type === 'state' && e.state === 'connected').length,
+    rtt: await page.evaluate(() => window.demo.client.rtt),
+    interval: await page.evaluate(() => window.demo.client.interval),
+    shown: await page.textContent('#state'),
+  };
+});
