@@ -211,20 +211,16 @@ impl Scenario {
 
     /// The next `{"step"}` or `{"result"}` line; fails on `{"error"}` or a page error.
     fn next(&mut self) -> Value {
-        let deadline = Instant::now() + T * 2;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("{}: no output from the scenario ({e})", self.name));
-            let v: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|_| panic!("{}: not JSON: {line}", self.name));
-            if let Some(err) = v.get("error").or(v.get("pageerror")) {
-                panic!("{}: {}", self.name, err.as_str().unwrap_or_default());
-            }
-            return v;
+        let line = self
+            .lines
+            .recv_timeout(T * 2)
+            .unwrap_or_else(|e| panic!("{}: no output from the scenario ({e})", self.name));
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("{}: not JSON: {line}", self.name));
+        if let Some(err) = v.get("error").or(v.get("pageerror")) {
+            panic!("{}: {}", self.name, err.as_str().unwrap_or_default());
         }
+        v
     }
 
     fn step(&mut self, want: &str) {
