@@ -22,7 +22,8 @@ const JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js");
 /// Upper bound of any single wait: the machine is shared and Chromium starts slowly.
 const T: Duration = Duration::from_secs(30);
 
-/// The json-gzip route every scenario uses: 200 ms pings, dead after 2 missed.
+/// The json-gzip route every scenario uses (200 ms pings, dead after 2 missed), and a
+/// route with protocol pings, invisible to the page.
 const HB: &str = r#"
 [admin]
 enabled = false
@@ -38,6 +39,13 @@ max_missed = 2
 [[route]]
 path = "/hb"
 heartbeat = "hb"
+[heartbeat.pp]
+strategy = "protocol"
+ping_interval = "200ms"
+ping_timeout = "600ms"
+[[route]]
+path = "/pp"
+heartbeat = "pp"
 "#;
 const INTERVAL_MS: f64 = 200.0;
 const MAX_MISSED: f64 = 2.0;
@@ -260,7 +268,7 @@ fn num(v: &Value, key: &str) -> f64 {
 }
 
 #[test]
-fn the_page_answers_json_gzip_pings_and_measures_its_rtt() {
+fn the_page_answers_json_gzip_pings_pings_protocol_routes_itself_and_measures_its_rtt() {
     if !browser_ready() {
         return;
     }
@@ -281,6 +289,19 @@ fn the_page_answers_json_gzip_pings_and_measures_its_rtt() {
         "learned interval {interval} ms"
     );
     assert_eq!(r["shown"], "connected");
+    // The protocol route: the page's own pings are answered (never echoed as messages).
+    let p = &r["protocol"];
+    assert_eq!(num(p, "pings"), 0.0, "no json-gzip pings there: {p}");
+    assert_eq!(num(p, "disconnects"), 0.0, "{p}");
+    assert_eq!(num(p, "messages"), 0.0, "pongs are not messages: {p}");
+    let rtts: Vec<f64> = p["rtts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!(rtts.len() >= 5, "{p}");
+    assert!(rtts.iter().all(|&rtt| rtt > 0.0 && rtt < 1000.0), "{p}");
 }
 
 #[test]
