@@ -143,7 +143,8 @@ export class HeartwireClient extends EventTarget {
   _wake(reset) {
     if (this._closed) return;
     if (this._ws) { if (now() - this._last >= this.deadAfter) this._dead(); return; }
-    if (this._pending) { if (reset) this._attempt = 0; this._open(); }
+    // A drain's hint is kept even by a page shown again: the server spread those waits.
+    if (this._pending && (reset || !this._hinted)) { if (reset) this._attempt = 0; this._open(); }
   }
 
   _open() {
@@ -266,6 +267,7 @@ export class HeartwireClient extends EventTarget {
     if (delay === null) return this._closed ? this._finish() : this.close();
     this._attempt++;
     this._pending = true;
+    this._hinted = code === 1001 && parseHint(reason) !== null;
     if (globalThis.navigator?.onLine !== false) this._timer = setTimeout(() => this._open(), delay);
   }
 
