@@ -37,7 +37,8 @@ export interface ErrorDetail {
 
 export interface Options {
   /** The server's ping interval in ms, and the period of the client's own pings.
-   *  0 (default): learned from the time between the server's pings (5000 until then). */
+   *  0 (default): learned from the server's pings, the longest of the last 4 gaps between
+   *  them (5000 until then). */
   pingInterval?: number;
   /** Pings that may go missing before the server counts as dead (default 2, the server's). */
   maxMissed?: number;
@@ -115,7 +116,8 @@ export const TERMINAL: readonly number[];
 export function backoff(attempt: number, baseDelay?: number, maxDelay?: number, random?: () => number): number;
 /** N from a close reason `... reconnect in N ms` (capped at 300000), or null. */
 export function parseHint(reason: string | undefined): number | null;
-/** The wait after a close; null: do not reconnect. */
+/** The wait after a close; null: do not reconnect. 1001 with a drain hint: the hint; 1001
+ *  without one: uniform in [0, 5000]; a terminal code: null; anything else: `backoff`. */
 export function plan(code: number, reason: string, attempt: number, options?: Options, random?: () => number): number | null;
 /** `{ping}` / `{pong}` from heartbeat JSON text of at most 256 characters, else null. */
 export function parseBeat(text: unknown): { ping?: unknown; pong?: unknown } | null;

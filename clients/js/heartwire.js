@@ -1,10 +1,13 @@
 // heartwire-client: a browser client for heartwire. One ES module, no dependencies.
 // Answers json-gzip pings, pings routes whose pings the browser cannot see, finds a dead
 // server, reconnects with full-jitter backoff and honours the drain's reconnect hint.
-// Types and option docs: heartwire.d.ts. License: MIT OR Apache-2.0.
+// API docs: heartwire.d.ts. License: MIT OR Apache-2.0.
 
 const MAX_BEAT = 256; // the server's limit on heartbeat JSON
 const MAX_HINT = 300000; // a reconnect hint over 5 min is not believed
+// 1001 without a hint: spread over the server's default reconnect_jitter (operations.md).
+const SPREAD = 5000;
+const GAPS = 4; // the interval is the longest of the last GAPS gaps between pings
 // The server says what this client sent breaks the protocol: retrying sends it again.
 export const TERMINAL = [1002, 1003, 1007, 1010];
 
@@ -30,25 +33,21 @@ const wsUrl = (u) => {
   return x.href;
 };
 
-/** Full jitter: uniform in [0, min(maxDelay, baseDelay x 2^attempt)]. */
 export function backoff(attempt, baseDelay = 500, maxDelay = 20000, random = Math.random) {
   return random() * Math.min(maxDelay, baseDelay * 2 ** Math.min(attempt, 30));
 }
 
-/** N from a close reason `... reconnect in N ms`, or null. */
 export function parseHint(reason) {
   const m = /reconnect in (\d{1,9}) ms/.exec(reason || '');
   return m ? Math.min(Number(m[1]), MAX_HINT) : null;
 }
 
-/** How long to wait after a close with `code` and `reason`; null: do not reconnect. */
 export function plan(code, reason, attempt, o = DEFAULTS, random = Math.random) {
   if (TERMINAL.includes(code)) return null;
-  const hint = code === 1001 ? parseHint(reason) : null;
-  return hint ?? backoff(attempt, o.baseDelay, o.maxDelay, random);
+  if (code === 1001) return parseHint(reason) ?? random() * SPREAD;
+  return backoff(attempt, o.baseDelay, o.maxDelay, random);
 }
 
-/** `{ping: x}` or `{pong: x}` from heartbeat JSON text, else null. Small text only. */
 export function parseBeat(text) {
   if (typeof text !== 'string' || text.length > MAX_BEAT || text.trimStart()[0] !== '{') return null;
   let v;
@@ -59,7 +58,6 @@ export function parseBeat(text) {
   return null;
 }
 
-/** The beat in a binary message (gzip JSON, at most 256 bytes), else null. */
 export async function gunzipBeat(data) {
   const b = new Uint8Array(data);
   if (b.length > MAX_BEAT || b[0] !== 0x1f || b[1] !== 0x8b || typeof DecompressionStream !== 'function') return null;
@@ -82,6 +80,7 @@ export class HeartwireClient extends EventTarget {
     this._fails = 0;
     this._iters = new Set();
     this._probes = new Map();
+    this._gaps = [];
     const g = globalThis;
     this._env = [];
     const on = (t, type, f) => { if (t?.addEventListener) { t.addEventListener(type, f); this._env.push(() => t.removeEventListener(type, f)); } };
@@ -91,21 +90,18 @@ export class HeartwireClient extends EventTarget {
     this._open();
   }
 
-  /** Registers `fn` for `type` (message: the data; others: the detail); returns an off function. */
   on(type, fn) {
     const h = (e) => fn(type === 'message' ? e.data : e.detail, e);
     this.addEventListener(type, h);
     return () => this.removeEventListener(type, h);
   }
 
-  /** Sends if connected; returns whether it was sent (nothing is queued). */
   send(data) {
     if (this.state !== 'connected') return false;
     this._ws.send(data);
     return true;
   }
 
-  /** Closes for good: no reconnect; iterators end. */
   close() {
     if (this._closed) return;
     this._closed = true;
@@ -133,18 +129,28 @@ export class HeartwireClient extends EventTarget {
   get interval() { return this.o.pingInterval || this._learned || 5000; }
   get deadAfter() { return this.interval * (this.o.maxMissed + 1) + this.o.margin; }
 
-  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+  _emit(type, detail) { this.dispatchEvent(Object.assign(new Event(type), { detail })); }
 
   _set(state, detail = {}) {
     this.state = state;
     this._emit('state', { state, attempt: this._attempt, ...detail });
   }
 
-  _wake(reset) {
+  // Online or shown again: check the socket, or retry now; a drain's hint is still waited.
+  _wake(online) {
     if (this._closed) return;
     if (this._ws) { if (now() - this._last >= this.deadAfter) this._dead(); return; }
-    // A drain's hint is kept even by a page shown again: the server spread those waits.
-    if (this._pending && (reset || !this._hinted)) { if (reset) this._attempt = 0; this._open(); }
+    if (!this._pending) return;
+    if (online) this._attempt = 0;
+    this._schedule(this._hinted ? this._due - now() : 0);
+  }
+
+  _schedule(delay) {
+    clearTimeout(this._timer);
+    this._pending = true;
+    this._due = now() + delay;
+    // Offline: `online` schedules it again.
+    if (globalThis.navigator?.onLine !== false) this._timer = setTimeout(() => this._open(), Math.max(0, delay));
   }
 
   _open() {
@@ -224,7 +230,11 @@ export class HeartwireClient extends EventTarget {
       const b = await gunzipBeat(data);
       if (ws !== this._ws) return;
       if (b && 'ping' in b) {
-        if (this._lastPing) this._learned = t - this._lastPing;
+        // The longest recent gap: two pings flushed together do not shrink the bound.
+        if (this._lastPing) {
+          this._gaps = [...this._gaps, t - this._lastPing].slice(-GAPS);
+          this._learned = Math.max(...this._gaps);
+        }
         this._lastPing = t;
         clearTimeout(this._check);
         this._tick(ws); // the interval may have changed: re-arm for the new bound
@@ -266,13 +276,11 @@ export class HeartwireClient extends EventTarget {
     this._set('disconnected', { code, reason, reconnectIn: delay });
     if (delay === null) return this._closed ? this._finish() : this.close();
     this._attempt++;
-    this._pending = true;
     this._hinted = code === 1001 && parseHint(reason) !== null;
-    if (globalThis.navigator?.onLine !== false) this._timer = setTimeout(() => this._open(), delay);
+    this._schedule(delay);
   }
 
   _finish() { this._iters.forEach((it) => it.end()); this._iters.clear(); }
 }
 
-/** `new HeartwireClient(url, options)`. */
 export const connect = (url, options) => new HeartwireClient(url, options);

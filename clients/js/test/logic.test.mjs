@@ -1,7 +1,8 @@
 // Unit tests of the client's pure logic and, with a fake socket, its state machine.
-// Run: node --test test/   (Node 20 or newer: no browser, no WebSocket needed)
+// Run: npm test   (Node 18 or newer: no browser, no WebSocket needed)
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { backoff, parseHint, plan, parseBeat, gunzipBeat, HeartwireClient, TERMINAL } from '../heartwire.js';
 
@@ -35,7 +36,9 @@ test('plan: terminal codes stop, the hint replaces the backoff, the rest back of
   const half = () => 0.5;
   for (const code of TERMINAL) assert.equal(plan(code, 'x', 0, o, half), null, `code ${code}`);
   assert.equal(plan(1001, 'server shutting down; reconnect in 2500 ms', 7, o, half), 2500);
-  assert.equal(plan(1001, 'route removed from config', 0, o, half), 250);
+  // 1001 without a hint (route removed, handshake during a drain): spread over 5 s.
+  assert.equal(plan(1001, 'route removed from config', 0, o, half), 2500);
+  assert.equal(plan(1001, 'server shutting down', 9, o, () => 0.999) < 5000, true);
   // 1008 slow consumer, 1009 too big, 4000 heartbeat timeout, 1006 failed: all reconnect.
   for (const code of [1000, 1006, 1008, 1009, 1011, 4000]) assert.equal(plan(code, '', 2, o, half), 1000, `code ${code}`);
   // A hint on another code is not a drain: ignored.
@@ -70,8 +73,10 @@ class FakeSocket {
   end(code, reason) { this.onclose?.({ code, reason }); }
 }
 const last = () => FakeSocket.all.at(-1);
-const nextEvent = (c, type, pred = () => true) => new Promise((resolve) => {
-  const off = c.on(type, (d) => { if (pred(d)) { off(); resolve(d); } });
+// The next `type` event matching `pred`, failing after `ms` rather than hanging the run.
+const nextEvent = (c, type, pred = () => true, ms = 3000) => new Promise((resolve, reject) => {
+  const t = setTimeout(() => { off(); reject(new Error(`no ${type} event within ${ms} ms`)); }, ms);
+  const off = c.on(type, (d) => { if (pred(d)) { clearTimeout(t); off(); resolve(d); } });
 });
 
 test('client: answers a gzip ping with the same value, delivers data in order, iterates', async () => {
@@ -131,6 +136,28 @@ test('client: finds a dead server from the learned interval', async () => {
   assert.ok(took >= c.deadAfter - 2 && took < c.deadAfter + 500, `dead after ${took} ms, bound ${c.deadAfter}`);
   assert.equal(c.deadAfter, c.interval * 2 + 50);
   c.close();
+});
+
+test('client: two pings flushed together do not shrink the learned interval', async () => {
+  const c = new HeartwireClient('ws://x/hb', { WebSocket: FakeSocket, rttEvery: 1000 });
+  last().open();
+  const ping = (v) => last().message(new Uint8Array(gzipSync(`{"ping": ${v}}`)).buffer);
+  const answered = (n) => nextEvent(c, 'heartbeat', (d) => d.ping === n);
+  ping(1);
+  await answered(1);
+  // Time passing, not a wait for anything: the gap the client measures.
+  await new Promise((r) => setTimeout(r, 40));
+  ping(2);
+  await answered(2);
+  ping(3);
+  await answered(3);
+  assert.ok(c.interval >= 38 && c.interval < 200, `learned ${c.interval}`);
+  c.close();
+});
+
+test('the module stays under 4 KiB gzipped (the issue\'s budget)', () => {
+  const size = gzipSync(readFileSync(new URL('../heartwire.js', import.meta.url)), { level: 9 }).length;
+  assert.ok(size <= 4096, `${size} bytes gzipped`);
 });
 
 test('client: options for features that do not exist yet are refused', () => {
