@@ -4,7 +4,7 @@
 import { scenario, openDemo, until, events, nextLine, say } from './lib.mjs';
 
 scenario('dead-server', async (base, page) => {
-  await openDemo(page, base, { route: '/hb', margin: 300 });
+  await openDemo(page, base, { route: '/hb', maxMissed: 2, margin: 300 });
   // Two pings teach the client the interval; a third shows it in force.
   await until(page, () => window.demo.events.filter((e) => e.type === 'heartbeat' && 'ping' in e).length >= 3, null, 10000, '3 pings');
   say({ step: 'connected' });
@@ -20,8 +20,11 @@ scenario('dead-server', async (base, page) => {
   return {
     code: down.code,
     reason: down.reason,
-    interval: await page.evaluate(() => window.demo.client.interval),
-    dead_after: await page.evaluate(() => window.demo.client.deadAfter),
+    // As they were when the page gave up (a reconnect learns them again).
+    interval: down.interval,
+    dead_after: down.deadAfter,
+    // The client's own count (from the last arrival), and the page's (from the last answer).
+    client_silence_ms: Number(/nothing for (\d+) ms/.exec(down.reason)?.[1]),
     silence_ms: down.t - lastBeat,
     detected_ms: down.t - stopped,
     reconnected_ms: up.t - continued,

@@ -3,22 +3,18 @@
 // bound every wait. The scenarios run from tests/browser.rs, which starts the daemon.
 import { createInterface } from 'node:readline';
 
-/** Runs `main(baseUrl)` as a scenario; under `node --test` (no URL) it is a skipped test. */
+/** Runs `main(baseUrl, page)` in Chromium at CHROMIUM_PATH (tests/browser.rs sets both). */
 export async function scenario(name, main) {
-  const base = process.argv[2];
-  if (!base) {
-    const { test } = await import('node:test');
-    test(`browser scenario ${name}`, { skip: 'needs a daemon: run by cargo test (tests/browser.rs)' }, () => {});
-    return;
-  }
+  const [base, chromium] = [process.argv[2], process.env.CHROMIUM_PATH];
+  if (!base || !chromium) fail(`${name}: run by tests/browser.rs (cargo test --test browser), which starts the daemon and passes its URL and CHROMIUM_PATH`);
   // No wait below may outlive this: a stuck scenario fails rather than hangs the test.
   const guard = setTimeout(() => fail(`${name}: scenario timed out`), 60000);
   const stdin = listen();
   let browser;
   try {
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: process.env.HEARTWIRE_CHROMIUM || '/usr/bin/chromium',
+    const playwright = await import('playwright-core');
+    browser = await playwright.chromium.launch({
+      executablePath: chromium,
       headless: true,
       // Tests run as root in CI, where Chromium's sandbox cannot start.
       args: ['--no-sandbox'],
