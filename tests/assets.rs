@@ -37,6 +37,8 @@ async fn the_module_is_served_with_cache_headers_and_revalidates_to_304() {
         Some("public, max-age=86400")
     );
     assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
+    // A page on another origin imports it: module scripts are fetched in CORS mode.
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
     let etag = header(&head, "etag").expect("an ETag").to_owned();
     assert!(
         etag.starts_with('"') && etag.ends_with('"') && etag.len() == 18,
@@ -89,6 +91,7 @@ async fn the_demo_page_imports_the_module_and_is_revalidated_each_time() {
         Some("text/html; charset=utf-8")
     );
     assert_eq!(header(&head, "cache-control"), Some("no-cache"));
+    assert_eq!(header(&head, "access-control-allow-origin"), None);
     assert!(body.contains("from '/heartwire.js'"), "{body}");
     let etag = header(&head, "etag").expect("an ETag");
     let (_, script_head, _) = http_with_head(s.addr, "GET", "/heartwire.js", &[], b"").await;

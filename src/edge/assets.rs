@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use hyper::header::{
-    CACHE_CONTROL, ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH,
+    X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Method, Response, StatusCode};
 
@@ -15,15 +16,21 @@ struct Asset {
     body: &'static str,
     content_type: &'static str,
     cache_control: &'static str,
+    /// Whether pages of other origins may load it (`Access-Control-Allow-Origin: *`).
+    cross_origin: bool,
     /// Quoted hex of a hash of `body`, computed at compile time.
     etag: u64,
 }
 
 /// The module: cached for a day (its path is fixed, so a new release shows within a day).
+/// A module script is fetched in CORS mode: without the header a page on another origin
+/// (the app, with heartwire on its own host) could not `import` it. It is public and sent
+/// without credentials, so `*` is right.
 const SCRIPT: Asset = asset(
     include_str!("../../clients/js/heartwire.js"),
     "text/javascript; charset=utf-8",
     "public, max-age=86400",
+    true,
 );
 
 /// The demo: revalidated on every load.
@@ -31,13 +38,20 @@ const DEMO: Asset = asset(
     include_str!("../../clients/js/demo.html"),
     "text/html; charset=utf-8",
     "no-cache",
+    false,
 );
 
-const fn asset(body: &'static str, content_type: &'static str, cache: &'static str) -> Asset {
+const fn asset(
+    body: &'static str,
+    content_type: &'static str,
+    cache: &'static str,
+    cross_origin: bool,
+) -> Asset {
     Asset {
         body,
         content_type,
         cache_control: cache,
+        cross_origin,
         etag: fnv1a(body.as_bytes()),
     }
 }
@@ -94,6 +108,9 @@ pub(super) fn serve(
     }
     h.insert(CACHE_CONTROL, HeaderValue::from_static(asset.cache_control));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if asset.cross_origin {
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    }
     Some(res)
 }
 
