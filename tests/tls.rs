@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::daemon::Daemon;
+use common::daemon::{self, BIN, message};
 use common::{Server, T};
 use futures_util::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SerialNumber};
@@ -320,7 +320,7 @@ async fn the_proxy_header_comes_before_tls() {
 
 /// `heartwire check --config FILE`: exit code and stderr.
 fn check(file: &Path) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heartwire"))
+    let out = std::process::Command::new(BIN)
         .args(["check", "--config"])
         .arg(file)
         .env_remove("HEARTWIRE_CONFIG")
@@ -483,20 +483,15 @@ async fn sighup_rotates_the_pair_under_live_traffic_and_a_broken_file_keeps_the_
     let pki = Pki::new();
     let tls = pki.connector();
     let old = pki.leaf("server", 1, |_| {});
-    let file = pki.dir.path().join("heartwire.toml");
-    std::fs::write(
-        &file,
-        config(
-            &old,
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\ndrain_period = \"0s\"\n\
-             [admin]\nlisten = \"127.0.0.1:0\"",
-        ),
-    )
-    .unwrap();
-    let d = Daemon::start(&file);
+    let toml = config(
+        &old,
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\ndrain_period = \"0s\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"",
+    );
+    let mut d = daemon::start(&toml, &[]);
     let mut before = Vec::new();
     for _ in 0..2 {
-        let ws = wss(&tls, d.addr).await;
+        let ws = wss(&tls, d.public).await;
         assert_eq!(serial(&ws), [1]);
         before.push(tokio::spawn(read_until(ws, "end")));
     }
@@ -505,7 +500,7 @@ async fn sighup_rotates_the_pair_under_live_traffic_and_a_broken_file_keeps_the_
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     let publisher = {
-        let (tls, stop, sent, addr) = (tls.clone(), stop.clone(), sent.clone(), d.addr);
+        let (tls, stop, sent, addr) = (tls.clone(), stop.clone(), sent.clone(), d.public);
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let n = sent.load(Ordering::Relaxed);
@@ -533,9 +528,13 @@ async fn sighup_rotates_the_pair_under_live_traffic_and_a_broken_file_keeps_the_
 
     let new = pki.leaf("server", 2, |_| {});
     d.signal("HUP");
-    let line = tokio::task::block_in_place(|| d.wait_for("TLS certificate reloaded"));
-    assert!(line.contains(&*new.cert_file.to_string_lossy()), "{line}");
-    let after = wss(&tls, d.addr).await;
+    let line = tokio::task::block_in_place(|| d.wait_message("TLS certificate reloaded"));
+    assert_eq!(
+        line["fields"]["cert_file"].as_str(),
+        Some(&*new.cert_file.to_string_lossy()),
+        "{line}"
+    );
+    let after = wss(&tls, d.public).await;
     assert_eq!(serial(&after), [2]);
     assert_eq!(presented(&after), new.der);
     let reloaded_at = sent.load(Ordering::Relaxed);
@@ -561,15 +560,16 @@ async fn sighup_rotates_the_pair_under_live_traffic_and_a_broken_file_keeps_the_
     // A broken certificate file: the reload is refused and the pair in use stays.
     std::fs::write(&new.cert_file, "-----BEGIN CERTIFICATE-----\ntruncated").unwrap();
     d.signal("HUP");
-    let refused = tokio::task::block_in_place(|| d.wait_for("reload refused"));
+    let refused = tokio::task::block_in_place(|| d.wait_message("reload refused"));
+    let refused = message(&refused);
     assert!(
         refused.contains("server.tls.cert_file")
             && refused.contains(&*new.cert_file.to_string_lossy()),
         "{refused}"
     );
-    let mut later = wss(&tls, d.addr).await;
+    let mut later = wss(&tls, d.public).await;
     assert_eq!(serial(&later), [2]);
-    let (status, _) = https_publish(&tls, d.addr, "still serving").await;
+    let (status, _) = https_publish(&tls, d.public, "still serving").await;
     assert_eq!(status, 200);
     for ws in kept.iter_mut().chain([&mut later]) {
         assert_eq!(recv_text(ws).await, "still serving");
@@ -577,7 +577,9 @@ async fn sighup_rotates_the_pair_under_live_traffic_and_a_broken_file_keeps_the_
     drop(d);
 
     // The same file at start: exit 2, naming the key, the file and the reason.
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_heartwire"))
+    let file = pki.dir.path().join("heartwire.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let run = std::process::Command::new(BIN)
         .arg("--config")
         .arg(&file)
         .env_remove("RUST_LOG")

@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub(super) log: LogConfig,
     pub(super) publish: RawPublish,
     pub(super) admin: RawAdmin,
+    pub(super) client: ClientConfig,
     pub(super) heartbeat: BTreeMap<String, RawPolicy>,
     #[serde(rename = "route")]
     pub(super) routes: Vec<RawRoute>,
@@ -147,4 +148,10 @@ pub(super) struct RawRoute {
     pub(super) heartbeat: Option<String>,
     #[serde(default)]
     pub(super) slow_consumer: SlowConsumer,
+    #[serde(default = "answer_client_pings")]
+    pub(super) client_pings: bool,
+}
+
+fn answer_client_pings() -> bool {
+    DEFAULT_CLIENT_PINGS
 }

@@ -44,6 +44,12 @@ pub const DEFAULT_RECONNECT_JITTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Where backends publish.
 pub const DEFAULT_PUBLISH_PATH: &str = "/publish";
+/// Whether routes answer a client's text `{"ping": X}` with `{"pong": X}`.
+pub const DEFAULT_CLIENT_PINGS: bool = true;
+/// Where `[client]` serves the browser client module.
+pub const CLIENT_SCRIPT_PATH: &str = "/heartwire.js";
+/// Where `[client] demo` serves the demo page.
+pub const CLIENT_DEMO_PATH: &str = "/demo";
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 128;
 
@@ -73,6 +79,8 @@ pub struct Config {
     pub publish: PublishConfig,
     /// `[admin]`
     pub admin: AdminConfig,
+    /// `[client]`
+    pub client: ClientConfig,
     /// `[heartbeat.NAME]`, by name; `None` for strategy `none`.
     pub heartbeats: BTreeMap<String, Option<Policy>>,
     /// `[[route]]`: WebSocket routes.
@@ -124,6 +132,29 @@ pub struct ServerConfig {
 pub struct AdminConfig {
     /// Where it listens; `None` when `enabled = false`. Changing it needs a restart.
     pub listen: Option<SocketAddr>,
+}
+
+/// `[client]`: the browser client (`/heartwire.js`) and its demo page (`/demo`), both
+/// embedded in the binary. Off unless enabled: each is a path the config no longer has free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Serve the client module at [`CLIENT_SCRIPT_PATH`].
+    pub enabled: bool,
+    /// Serve the demo page at [`CLIENT_DEMO_PATH`] (needs `enabled`: the page imports it).
+    pub demo: bool,
+}
+
+impl ClientConfig {
+    /// The paths it serves, for collision checks.
+    pub fn paths(&self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.enabled, CLIENT_SCRIPT_PATH),
+            (self.enabled && self.demo, CLIENT_DEMO_PATH),
+        ]
+        .into_iter()
+        .filter_map(|(on, path)| on.then_some(path))
+    }
 }
 
 /// `[log]`
@@ -264,6 +295,9 @@ pub struct RouteConfig {
     pub heartbeat: Option<String>,
     /// What happens to a client that falls behind.
     pub slow_consumer: SlowConsumer,
+    /// Answer a client's text `{"ping": X}` with `{"pong": X}` (consumed, never passed on);
+    /// when off, such a message is ordinary traffic.
+    pub client_pings: bool,
 }
 
 /// `[[static]]`: a fixed HTTP response.

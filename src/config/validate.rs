@@ -49,9 +49,23 @@ impl Config {
             }
         }
 
+        if raw.client.demo && !raw.client.enabled {
+            p.add(
+                "client.demo",
+                "the demo page imports the client module: set client.enabled = true too, or remove client.demo".into(),
+            );
+        }
         let mut paths = BTreeSet::from([publish
             .as_ref()
             .map_or(DEFAULT_PUBLISH_PATH.to_owned(), |p| p.path.clone())]);
+        for path in raw.client.paths() {
+            if !paths.insert(path.to_owned()) {
+                p.add(
+                    "publish.path",
+                    format!("`{path}` is served by [client]: choose another path"),
+                );
+            }
+        }
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, raw) in raw.routes.into_iter().enumerate() {
             if let Some(route) = route(i, raw, &policy_names, &mut paths, &mut p) {
@@ -63,7 +77,10 @@ impl Config {
             if p.take(&key, check_path(&s.path)).is_some() && !paths.insert(s.path.clone()) {
                 p.add(
                     &key,
-                    format!("`{}` is already used by a route or by [publish]", s.path),
+                    format!(
+                        "`{}` is already used by a route, by [publish] or by [client]",
+                        s.path
+                    ),
                 );
             }
         }
@@ -91,6 +108,7 @@ impl Config {
             log,
             publish,
             admin,
+            client: raw.client,
             heartbeats,
             routes,
             statics: raw.statics,
@@ -401,7 +419,7 @@ fn route(
         p.add(
             &key("path"),
             format!(
-                "`{}` is already used by another route or by [publish]",
+                "`{}` is already used by another route, by [publish] or by [client]",
                 raw.path
             ),
         );
@@ -447,6 +465,7 @@ fn route(
         channel: channel?,
         heartbeat: raw.heartbeat,
         slow_consumer: raw.slow_consumer,
+        client_pings: raw.client_pings,
     })
 }
 

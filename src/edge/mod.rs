@@ -1,8 +1,10 @@
 //! The edge: everything that speaks HTTP to the outside. The accept loop and connection
 //! limits ([`listener`], [`limits`]), TLS ([`tls`]), who the client is behind a proxy
-//! ([`proxy_protocol`], [`forwarded`]), request routing ([`dispatch`]), the WebSocket upgrade ([`handshake`]),
-//! and the publish endpoint ([`publish`], [`form`], [`rate_limit`]).
+//! ([`proxy_protocol`], [`forwarded`]), request routing ([`dispatch`]), the WebSocket
+//! upgrade ([`handshake`]), the publish endpoint ([`publish`], [`form`], [`rate_limit`]),
+//! and the embedded browser client ([`assets`]).
 
+mod assets;
 mod dispatch;
 mod form;
 mod forwarded;
