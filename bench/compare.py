@@ -11,6 +11,9 @@ import sys
 # (figure, case, path in the scenario's summary): the hot-path figures a change is judged by.
 FIGURES = [
     ("M1 RSS per idle connection (KiB)", "idle", "kib_per_conn"),
+    ("M1 connections established", "idle", "established"),
+    ("M2 RSS after a broadcast to all / idle RSS", "idle", "big.rss_after_over_idle"),
+    ("idle connect rate (connections/s)", "idle", "connect_rate"),
     ("H1b CPU per ping while idle (us)", "idle", "cpu_us_per_ping"),
     ("B1 p99 to the last client (ms)", "B1", "last_client_ms.p99"),
     ("B1 CPU per delivery (us)", "B1", "cpu_us_per_delivery"),
@@ -19,6 +22,10 @@ FIGURES = [
     ("B3 deliveries lost", "B3", "lost"),
     ("P1 publish p99 (ms)", "P1", "publish_req_ms.p99"),
     ("echo round trip p99 (ms)", "echo", "rtt_ms.p99"),
+    ("handshakes/s (open, upgrade, close)", "handshake", "handshakes_per_s"),
+    ("server CPU per handshake (us)", "handshake", "server_cpu_us_per_handshake"),
+    ("handshake latency p50 (ms)", "handshake", "latency_ms.p50"),
+    ("handshake latency p99 (ms)", "handshake", "latency_ms.p99"),
 ]
 
 
@@ -33,11 +40,20 @@ def dig(obj, path):
 def main() -> int:
     path, before, after = sys.argv[1:4]
     rows = {}
+    # Figures the summaries do not hold directly.
+    derived = {
+        "connect_rate": lambda s: s["established"] / s["connect_s"]
+        if s.get("connect_s") and "established" in s
+        else None
+    }
     with open(path) as f:
         for line in f:
             r = json.loads(line)
             label = r["summary"].get("server")
-            rows.setdefault((label, r["case"]), []).append(r["summary"])
+            summary = r["summary"]
+            for key, figure in derived.items():
+                summary.setdefault(key, figure(summary))
+            rows.setdefault((label, r["case"]), []).append(summary)
 
     def med(server, case, p):
         vals = [dig(s, p) for s in rows.get((server, case), [])]
@@ -48,6 +64,8 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for name, case, p in FIGURES:
         (b, nb), (a, na) = med(before, case, p), med(after, case, p)
+        if nb == na == 0:
+            continue  # a case this run did not include
         ratio = f"{a / b:.2f}x" if a is not None and b else "-"
         fmt = lambda v: "-" if v is None else f"{v:.3g}"
         print(f"| {name} | {fmt(b)} | {fmt(a)} | {ratio} | {nb}/{na} |")

@@ -349,6 +349,13 @@ def main():
         lines += cmds.read_text().splitlines()
     lines += ["```", ""]
     scaled = NOTES.get("_scale")
+    # The TLS section comes from a separate run (SERVERS="heartwire heartwire-tls" COMPARE=...,
+    # see bench/run.sh) and is kept as it is until that run is repeated.
+    if out.exists():
+        old = out.read_text()
+        start, end = old.find("<!-- tls -->"), old.find("<!-- /tls -->")
+        if 0 <= start < end:
+            lines += ["", old[start:end + len("<!-- /tls -->")]]
     out.write_text("\n".join(lines) + "\n")
 
 

@@ -9,6 +9,11 @@
 #                                # before/after a change: the same scenarios against another
 #                                # heartwire build, interleaved per run; prints the medians and
 #                                # ratios (bench/compare.py) instead of writing BENCHMARKS.md
+#   SERVERS="heartwire heartwire-tls" CASES="idle handshake" COMPARE="heartwire heartwire-tls" bench/run.sh
+#                                # TLS against plain in the same run (heartwire-tls serves
+#                                # [server.tls] with the test certificate, the bench connects
+#                                # with wss:// and https://); writes $OUT/compare.md, which
+#                                # BENCHMARKS.md's TLS section is copied from
 #
 # Every knob below is an environment variable; defaults are the figures where
 # they fit the 15-minute budget (BENCHMARKS.md says where they were scaled down).
@@ -44,8 +49,14 @@ PORT_HW=${PORT_HW:-18080}
 PORT_ADMIN=${PORT_ADMIN:-19090}
 PORT_TW=${PORT_TW:-18081}
 PORT_FL=${PORT_FL:-18082}
+HS_CONNS=${HS_CONNS:-2000}          # handshake: short connections opened and closed
 SERVERS=${SERVERS:-"heartwire tornado floor"}
+CASES=${CASES:-"idle B1 B3 P1 echo reload heartbeat handshake"}
 BASE_BIN=${BASE_BIN:-}
+COMPARE=${COMPARE:-}
+if [[ -n "$BASE_BIN" && -z "$COMPARE" ]]; then COMPARE="base heartwire"; fi
+TLS_CERT=${TLS_CERT:-$ROOT/tests/fixtures/tls/localhost.crt}
+TLS_KEY=${TLS_KEY:-$ROOT/tests/fixtures/tls/localhost.key}
 export OUT=${OUT:-$ROOT/bench/results}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-240}
 
@@ -78,11 +89,13 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 HW=$TARGET/release/heartwire
 BENCH=$TARGET/release/heartwire-bench
 
-log "virtualenv bench/.venv with tornado"
-if [[ ! -x bench/.venv/bin/python ]]; then
-    python3 -m venv bench/.venv
+if [[ " $SERVERS " == *" tornado "* ]]; then
+    log "virtualenv bench/.venv with tornado"
+    if [[ ! -x bench/.venv/bin/python ]]; then
+        python3 -m venv bench/.venv
+    fi
+    bench/.venv/bin/pip install --quiet --disable-pip-version-check tornado
 fi
-bench/.venv/bin/pip install --quiet --disable-pip-version-check tornado
 PY=$ROOT/bench/.venv/bin/python
 
 # heartwire config: $1 ping interval (s), $2 extra TOML appended (for the reload run).
@@ -142,6 +155,11 @@ ${2:-}
 TOML
 }
 
+# The [server.tls] table for heartwire-tls (appended after the routes, as TOML allows).
+tls_section() {
+    printf '[server.tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$TLS_CERT" "$TLS_KEY"
+}
+
 # start_server NAME PING_INTERVAL: sets SERVER_PID and PORT.
 start_server() {
     local name=$1 ping=$2
@@ -149,6 +167,10 @@ start_server() {
         heartwire)
             hw_config "$ping"
             "$HW" --config "$OUT/heartwire.toml" 2>>"$OUT/heartwire.log" &
+            PORT=$PORT_HW ;;
+        heartwire-tls)
+            hw_config "$ping" "$(tls_section)"
+            "$HW" --config "$OUT/heartwire.toml" 2>>"$OUT/heartwire-tls.log" &
             PORT=$PORT_HW ;;
         base)
             hw_config "$ping"
@@ -173,7 +195,9 @@ start_server() {
 # scenario RUN NAME SCENARIO ARGS...: runs one scenario, appends its JSON line.
 scenario() {
     local run=$1 name=$2 sc=$3; shift 3
+    [[ " $CASES " == *" $CASE "* ]] || return 0
     local cmd=("$BENCH" "$sc" --server "127.0.0.1:$PORT" --pid "$SERVER_PID" --label "$name" "$@")
+    if [[ $name == heartwire-tls ]]; then cmd+=(--tls); fi
     [[ $run == 1 ]] && echo "heartwire-bench $sc --server 127.0.0.1:PORT --pid PID --label $name $*" >> "$OUT/commands.txt"
     local line
     if line=$(timeout "$SCENARIO_TIMEOUT" "${cmd[@]}" 2>>"$OUT/bench.log"); then
@@ -210,20 +234,24 @@ for run in $(seq 1 "$RUNS"); do
         if [[ $name == heartwire || $name == base ]]; then
             # Give the SIGHUPs something to apply: a new policy interval and a new page.
             hw_config "$(( IDLE_PING + 1 ))" $'[[static]]\npath = "/index"\nbody = "Hello world"'
+        elif [[ $name == heartwire-tls ]]; then
+            hw_config "$(( IDLE_PING + 1 ))" $'[[static]]\npath = "/index"\nbody = "Hello world"\n'"$(tls_section)"
         fi
         CASE=reload scenario "$run" "$name" reload --clients "$RELOAD_CLIENTS" --count "$reload_count" --rate 50 \
             --hups "$RELOAD_HUPS" --drain "$DRAIN" --max-secs $(( RELOAD_SECS + 2 ))
         stop_server
         start_server "$name" "$HB_INTERVAL"
         CASE=heartbeat scenario "$run" "$name" heartbeat --conns "$HB_CONNS" --silent "$HB_SILENT" --window "$HB_WINDOW"
+        CASE=handshake scenario "$run" "$name" handshake --conns "$HS_CONNS"
         stop_server
     done
     LAST_RUN_S=$(( $(date +%s) - RUN_START ))
 done
 
-if [[ -n "$BASE_BIN" ]]; then
-    python3 bench/compare.py "$OUT/results.jsonl" base heartwire
-    log "done in $(( $(date +%s) - START ))s (comparison only; BENCHMARKS.md untouched)"
+if [[ -n "$COMPARE" ]]; then
+    # shellcheck disable=SC2086 # two labels
+    python3 bench/compare.py "$OUT/results.jsonl" $COMPARE | tee "$OUT/compare.md"
+    log "done in $(( $(date +%s) - START ))s (comparison only, in $OUT/compare.md; BENCHMARKS.md untouched)"
     exit 0
 fi
 

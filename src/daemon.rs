@@ -33,16 +33,27 @@ pub async fn run_with(
         .start(hub.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the broker: {e}"))?;
-    let edge = Arc::new(Edge::new(
-        config.clone(),
-        hub.clone(),
-        broker.clone(),
-        shutdown.clone(),
-        ops.metrics.clone(),
-        // Memory freed by a wave of disconnects goes back to the kernel.
-        Box::new(ops::allocator::trim),
-    ));
+    let edge = Arc::new(
+        Edge::new(
+            config.clone(),
+            hub.clone(),
+            broker.clone(),
+            shutdown.clone(),
+            ops.metrics.clone(),
+            // Memory freed by a wave of disconnects goes back to the kernel.
+            Box::new(ops::allocator::trim),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot set up TLS with [server.tls]: {e}"))?,
+    );
     let first = config.borrow_and_update().clone();
+    if let Some(tls) = &first.server.tls {
+        info!(
+            cert_file = %tls.cert_file.display(),
+            expires = %tls.expires(),
+            days_left = tls.days_left(std::time::SystemTime::now()),
+            "TLS on: wss:// and https:// on the public listener"
+        );
+    }
     ops::open_files::check(&first.server);
     apply(&hub, &first);
     let accept = TaskTracker::new();
@@ -90,6 +101,7 @@ pub async fn run_with(
                 let next = config.borrow_and_update().clone();
                 ops::reload::log_changes(&current, &next);
                 apply(&hub, &next);
+                edge.config_changed(&next);
                 current = next;
             }
         }

@@ -1,5 +1,7 @@
 //! The `heartwire` binary: CLI, logging, signals, bind, then [`heartwire::run`].
 
+mod cli;
+
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -18,36 +20,23 @@ use heartwire::fanout::MemoryBroker;
 use heartwire::ops::activation::Inherited;
 use heartwire::ops::{Ops, allocator, logging, signals};
 
+use cli::{Cli, Command};
+
 /// Where the config is read from when `--config` is not given and this exists.
 const SYSTEM_CONFIG: &str = "/etc/heartwire/heartwire.toml";
 /// The shipped default, used from a source checkout.
 const LOCAL_CONFIG: &str = "config/heartwire.toml";
 
-/// A WebSocket push daemon with pluggable heartbeats.
-///
-/// Exit codes: 0 clean exit; 1 runtime failure (e.g. cannot listen); 2 invalid config or usage.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    /// Config file [default: /etc/heartwire/heartwire.toml if it exists, else config/heartwire.toml]
-    #[arg(long, short, global = true, env = "HEARTWIRE_CONFIG")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
+/// Under this many days to expiry, `check` says to renew the certificate.
+const RENEW_WITHIN_DAYS: i64 = 14;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Validate the config (file plus HEARTWIRE_* environment) and exit 0, or 2 with the error.
-    Check {
-        /// Also print the effective config, secrets redacted.
-        #[arg(long)]
-        print: bool,
-    },
-}
+/// `heartwire --version`: the crate version and the git revision it was built from,
+/// `0.1.0 (git 1a2b3c4)`, or `(git unknown)` outside a git checkout (build.rs).
+const VERSION: &str = env!("BUILD_VERSION");
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().version(VERSION).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let path = cli.config.unwrap_or_else(|| {
         if Path::new(SYSTEM_CONFIG).exists() {
             SYSTEM_CONFIG.into()
@@ -76,6 +65,19 @@ fn main() -> ExitCode {
             }
         }
         eprintln!("heartwire: {} is valid", path.display());
+        if let Some(tls) = &config.server.tls {
+            let days = tls.days_left(std::time::SystemTime::now());
+            let soon = if days < RENEW_WITHIN_DAYS {
+                ": renew it soon"
+            } else {
+                ""
+            };
+            eprintln!(
+                "heartwire: server.tls: the certificate in {} expires on {} (in {days} days){soon}",
+                tls.cert_file.display(),
+                tls.expires()
+            );
+        }
         return ExitCode::SUCCESS;
     }
     // Before any thread starts (the log writer's, the runtime's): it unsets LISTEN_FDS.

@@ -136,7 +136,7 @@ fn environment_overrides_the_file() {
              (did you mean HEARTWIRE_SERVER__MAX_CONNECTIONS?); [server] has: listen, max_connections, \
              max_connections_per_ip, shutdown_grace, handshake_timeout, max_message_size, \
              max_frame_size, outbound_queue, outbound_queue_bytes, max_http_connections, \
-             write_timeout, drain_period, reconnect_jitter, trusted_proxies, proxy_protocol"
+             write_timeout, drain_period, reconnect_jitter, trusted_proxies, proxy_protocol, tls"
         );
         Ok(())
     });

@@ -6,42 +6,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::daemon::{BIN, Daemon, launch, message, spawn, start};
 use common::{T, connect, http, metric, recv_close, recv_text, send_text};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_heartwire");
-
-/// The binary, its stderr as parsed JSON lines, and the addresses it reported.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every line read so far (non-JSON lines as strings).
-    log: Vec<Value>,
-    config: PathBuf,
-    public: SocketAddr,
-    admin: Option<SocketAddr>,
-    _dir: tempfile::TempDir,
-}
-
-/// Writes `toml` to a fresh directory and runs `heartwire --config` on it.
-fn start(toml: &str, env: &[(&str, &str)]) -> Daemon {
-    launch(toml, env, |config| {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config").arg(config);
-        cmd
-    })
-}
 
 /// Like [`start`], with the open-file limit (soft and hard) lowered to `nofile` by the
 /// shell that then becomes heartwire.
@@ -55,137 +31,6 @@ fn start_with_nofile(nofile: u32, toml: &str) -> Daemon {
             .arg(config);
         cmd
     })
-}
-
-/// Writes `toml` to a fresh directory, runs `command(config_path)`, waits for `listening`.
-fn launch(toml: &str, env: &[(&str, &str)], command: impl FnOnce(&Path) -> Command) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("heartwire.toml");
-    std::fs::write(&config, toml).unwrap();
-    let mut d = spawn(command(&config), env, dir, config);
-    d.public = d.addr_of("listening");
-    d
-}
-
-fn spawn(
-    mut cmd: Command,
-    env: &[(&str, &str)],
-    dir: tempfile::TempDir,
-    config: PathBuf,
-) -> Daemon {
-    cmd.env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run heartwire");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    Daemon {
-        child,
-        lines,
-        log: Vec::new(),
-        config,
-        public: "0.0.0.0:0".parse().unwrap(),
-        admin: None,
-        _dir: dir,
-    }
-}
-
-fn message(v: &Value) -> &str {
-    v["fields"]["message"].as_str().unwrap_or_default()
-}
-
-impl Daemon {
-    /// Waits for a log line matching `pred` (looking at lines already read first).
-    fn wait_log(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.log.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = Instant::now() + T;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.lines.recv_timeout(left) {
-                Ok(line) => line,
-                Err(err) => panic!("no log line `{what}` ({err}); log so far:\n{:#?}", self.log),
-            };
-            let v = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
-            self.log.push(v.clone());
-            if pred(&v) {
-                return v;
-            }
-        }
-    }
-
-    fn wait_message(&mut self, text: &str) -> Value {
-        self.wait_log(text, |v| message(v).contains(text))
-    }
-
-    fn addr_of(&mut self, msg: &str) -> SocketAddr {
-        let v = self.wait_log(msg, |v| message(v) == msg);
-        v["fields"]["addr"].as_str().unwrap().parse().unwrap()
-    }
-
-    fn admin(&mut self) -> SocketAddr {
-        if self.admin.is_none() {
-            self.admin = Some(self.addr_of("admin listening"));
-        }
-        self.admin.unwrap()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} failed");
-    }
-
-    /// Waits for the process to exit (its stderr closes first), reading the rest of the log.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + T;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let v = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
-                    self.log.push(v);
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!("heartwire did not exit"),
-            }
-        }
-        self.child.wait().unwrap()
-    }
-
-    async fn metrics(&mut self) -> String {
-        let (status, body) = http(self.admin(), "GET", "/metrics", &[], b"").await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Only this test's own child, by its handle.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// A unix datagram socket standing in for systemd's notify socket.
@@ -512,8 +357,9 @@ async fn metrics_reflect_a_scripted_scenario() {
         ) >= 2.0
     );
     assert!(m.contains(&format!(
-        "heartwire_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+        "heartwire_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        env!("BUILD_GIT_REVISION")
     )));
 
     // /connections lists the three live clients.
@@ -559,6 +405,7 @@ async fn a_fresh_daemon_exports_every_known_series_at_zero() {
         "bad_handshake",
         "proxy_header",
         "untrusted_proxy",
+        "tls_handshake",
     ]
     .iter()
     .map(|r| format!(r#"heartwire_connections_rejected_total{{reason="{r}"}}"#))
@@ -654,7 +501,10 @@ fn connection_limits_above_the_open_file_limit_are_reported() {
     let warning = d.wait_message(WARNING);
     assert_eq!(warning["level"], "WARN", "{warning}");
     assert!(
-        message(&warning).contains("raise LimitNOFILE= in heartwire.service (or ulimit -n)"),
+        message(&warning).contains(
+            "raise LimitNOFILE= (the shipped heartwire.service sets 262144; `systemctl edit \
+             heartwire` overrides it) or ulimit -n above 11024"
+        ),
         "{warning}"
     );
     assert_eq!(warning["fields"]["open_file_limit"], 256, "{warning}");

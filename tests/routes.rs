@@ -26,6 +26,10 @@ path = "/plain"
 path = "/quiet"
 on_message = "ignore"
 
+[[route]]
+path = "/raw"
+client_pings = false
+
 [[static]]
 path = "/index"
 body = "Hello world"
@@ -74,6 +78,23 @@ async fn relay_reaches_every_client_of_the_route_once_sender_included() {
     // The other route got nothing: its next message is a publish aimed at it.
     s.publish("/publish?channel=/quiet", "only quiet").await;
     assert_eq!(recv_text(&mut other).await, "only quiet");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_ping_is_answered_on_any_route_and_never_relayed() {
+    let s = Server::start(CONFIG).await;
+    let (mut a, mut b) = (s.ws("/").await, s.ws("/").await);
+    send_text(&mut a, r#"{"ping": 1234.5}"#).await;
+    assert_eq!(recv_text(&mut a).await, r#"{"pong":1234.5}"#);
+    send_text(&mut a, "after").await;
+    // b's first message is the relay of "after": the ping never reached the route.
+    assert_eq!(recv_text(&mut b).await, "server said: after");
+    assert_eq!(recv_text(&mut a).await, "server said: after");
+    // With client_pings = false the same text is ordinary traffic: echoed.
+    let mut raw = s.ws("/raw").await;
+    send_text(&mut raw, r#"{"ping": 7}"#).await;
+    assert_eq!(recv_text(&mut raw).await, r#"{"ping": 7}"#);
     s.stop().await;
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -17,9 +17,11 @@ use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use tokio_util::sync::CancellationToken;
 
 use crate::stats::{PingSeen, now_ns};
+use crate::tls::{Stream, secure};
+use tokio_rustls::TlsConnector;
 
 /// A client connection.
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Stream>;
 
 /// How long one TCP connect plus WebSocket handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -32,12 +34,14 @@ pub struct Dialer {
     server: SocketAddr,
     sources: Vec<Ipv4Addr>,
     next: AtomicUsize,
+    tls: Option<TlsConnector>,
 }
 
 impl Dialer {
     /// `sources` addresses 127.B.k.1 (k = 0..sources), B picked from the process id so
     /// consecutive runs do not meet each other's TIME_WAIT sockets.
-    pub fn new(server: SocketAddr, sources: u8) -> Self {
+    /// With `tls`, every connection (WebSocket and publish) speaks TLS.
+    pub fn new(server: SocketAddr, sources: u8, tls: Option<TlsConnector>) -> Self {
         let b = 10 + (std::process::id() % 200) as u8;
         Self {
             server,
@@ -45,7 +49,13 @@ impl Dialer {
                 .map(|k| Ipv4Addr::new(127, b, k, 1))
                 .collect(),
             next: AtomicUsize::new(0),
+            tls,
         }
+    }
+
+    /// The TLS connector, for `--tls` runs.
+    pub fn tls(&self) -> Option<TlsConnector> {
+        self.tls.clone()
     }
 
     /// The server address.
@@ -57,13 +67,17 @@ impl Dialer {
     pub async fn connect(&self, path: &str) -> anyhow::Result<Ws> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         let src = self.sources[i % self.sources.len()];
-        let url = format!("ws://{}{}", self.server, path);
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}{}", self.server, path);
         let attempt = async {
             let sock = TcpSocket::new_v4()?;
             sock.bind(SocketAddr::new(src.into(), 0))
                 .context("binding the source address")?;
             let stream = sock.connect(self.server).await.context("TCP connect")?;
             stream.set_nodelay(true)?;
+            let stream = secure(self.tls.as_ref(), stream)
+                .await
+                .context("TLS handshake")?;
             // Small buffers: the client holds up to 19 000 connections in one process.
             let config = WebSocketConfig::default()
                 .read_buffer_size(4096)
@@ -303,26 +317,21 @@ pub async fn drive(mut ws: Ws, shared: Arc<Shared>, stop: CancellationToken) -> 
 /// (so no Pong is sent); the raw socket is watched for the server's Close frame or EOF.
 /// Returns how long after `since` the server gave up on it, or `None` by `until`.
 pub async fn silent(ws: Ws, since: Instant, until: Instant) -> Option<Duration> {
-    let stream = ws.get_ref();
+    use tokio::io::AsyncReadExt;
+    // Read below tungstenite (through TLS when there is TLS), so nothing answers a ping.
+    let mut stream = ws.into_inner();
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let ready = tokio::time::timeout_at(until.into(), stream.readable()).await;
-        match ready {
+        match tokio::time::timeout_at(until.into(), stream.read(&mut buf)).await {
             Err(_) => return None,
-            Ok(Err(_)) => return Some(since.elapsed()),
-            Ok(Ok(())) => {}
-        }
-        match stream.try_read(&mut buf) {
-            Ok(0) => return Some(since.elapsed()),
-            Ok(n) => {
+            Ok(Ok(0) | Err(_)) => return Some(since.elapsed()),
+            Ok(Ok(n)) => {
                 pending.extend_from_slice(&buf[..n]);
                 if scan_for_close(&mut pending) {
                     return Some(since.elapsed());
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return Some(since.elapsed()),
         }
     }
 }

@@ -9,12 +9,13 @@ mod procstat;
 mod publisher;
 mod scenario;
 mod stats;
+mod tls;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use scenario::{Common, echo, fanout, heartbeat, idle};
+use scenario::{Common, echo, fanout, handshake, heartbeat, idle};
 
 /// Benchmarks for heartwire, the seed's Tornado demo and a raw-socket floor.
 #[derive(Parser)]
@@ -60,6 +61,13 @@ enum Command {
         common: Common,
         #[command(flatten)]
         args: fanout::Args,
+    },
+    /// N short connections, each closed once open: handshakes/s and server CPU each.
+    Handshake {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: handshake::Args,
     },
     /// The raw-socket floor server.
     Floor {
@@ -109,6 +117,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Echo { common, args } => {
             common.check()?;
             echo::run(&common, &args).await?
+        }
+        Command::Handshake { common, args } => {
+            common.check()?;
+            handshake::run(&common, &args).await?
         }
         Command::Heartbeat { common, args } => {
             common.check()?;

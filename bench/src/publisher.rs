@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::tls::{Stream, secure};
 use tokio::time::timeout;
 
 /// Longest a publish may take before the run counts it as failed.
@@ -18,8 +21,9 @@ const MAX_HEAD: usize = 16 * 1024;
 pub struct Publisher {
     addr: SocketAddr,
     target: String,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     buf: Vec<u8>,
+    tls: Option<TlsConnector>,
 }
 
 /// What one publish returned.
@@ -32,8 +36,13 @@ pub struct Published {
 }
 
 impl Publisher {
-    /// A publisher for `path` (e.g. `/publish`) and optional `channel`.
-    pub fn new(addr: SocketAddr, path: &str, channel: Option<&str>) -> Self {
+    /// A publisher for `path` (e.g. `/publish`) and optional `channel`, over TLS with `tls`.
+    pub fn new(
+        addr: SocketAddr,
+        path: &str,
+        channel: Option<&str>,
+        tls: Option<TlsConnector>,
+    ) -> Self {
         let target = match channel {
             Some(c) => format!("{path}?channel={c}"),
             None => path.to_owned(),
@@ -43,6 +52,7 @@ impl Publisher {
             target,
             stream: None,
             buf: Vec::with_capacity(1024),
+            tls,
         }
     }
 
@@ -69,7 +79,11 @@ impl Publisher {
                 .await
                 .context("connecting to the publish endpoint")?;
             s.set_nodelay(true)?;
-            self.stream = Some(s);
+            self.stream = Some(
+                secure(self.tls.as_ref(), s)
+                    .await
+                    .context("TLS handshake")?,
+            );
         }
         let Some(stream) = self.stream.as_mut() else {
             bail!("no connection")

@@ -57,6 +57,19 @@ fn fill(mut raw: RawConfig, config: &Config, path: &Path) -> (RawConfig, Vec<Str
         unset.push("log.dir: logs go to stderr only".to_owned());
     }
 
+    if let (Some(tls), Some(loaded)) = (&mut raw.server.tls, &config.server.tls) {
+        // Absolute, as resolved: the printed config reads the same files wherever it is
+        // saved (a `%credentials%` path stays as written).
+        for (written, resolved) in [
+            (&mut tls.cert_file, &loaded.cert_file),
+            (&mut tls.key_file, &loaded.key_file),
+        ] {
+            if let Ok(None) = token_file::credential(written) {
+                *written = std::path::absolute(resolved).unwrap_or_else(|_| resolved.clone());
+            }
+        }
+    }
+
     let publish = &mut raw.publish;
     publish.max_body_size = Some(config.publish.max_body_size);
     if publish.token.is_some() {

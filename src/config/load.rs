@@ -74,7 +74,15 @@ pub const NON_KEY_VARIABLES: &[&str] = &["HEARTWIRE_CONFIG"];
 const PREFIX: &str = "HEARTWIRE_";
 
 /// The sections an environment variable may name (`[[route]]` and `[[static]]` are lists).
-const SECTIONS: &[&str] = &["server", "log", "publish", "admin", "auth", "heartbeat"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "log",
+    "publish",
+    "admin",
+    "auth",
+    "client",
+    "heartbeat",
+];
 
 /// One `HEARTWIRE_SECTION__KEY` variable: a provider of its own, so that an error about
 /// its value names it.

@@ -2,9 +2,10 @@
 //!
 //! [`raw`] mirrors the TOML; [`validate`] turns it into a [`Config`] whose fields cannot be
 //! wrong, reporting every problem it finds, with `log_filter` (`[log] level`),
-//! `log_dir` (`[log] dir`) and `token_file` (`publish.token_file`, systemd credentials)
-//! for their keys; [`load`] reads the file and the `HEARTWIRE_*` environment; `effective`
-//! writes the config back out for `check --print`. Loading is pure (no side effects beyond
+//! `log_dir` (`[log] dir`), `token_file` (`publish.token_file`, systemd credentials) and
+//! `tls` (`[server.tls]`: the certificate and key, loaded and checked) for their keys;
+//! [`load`] reads the file and the `HEARTWIRE_*` environment; `effective` writes the
+//! config back out for `check --print`. Loading is pure (no side effects beyond
 //! reading files and asking whether the log directory is writable) and every error names
 //! the file (or the environment variable), the key and the fix.
 
@@ -15,6 +16,7 @@ mod log_filter;
 pub mod origin;
 mod proxies;
 mod raw;
+mod tls;
 mod token_file;
 mod types;
 mod validate;
@@ -23,4 +25,5 @@ pub use effective::effective_toml;
 pub use load::{from_toml, load, provenance};
 pub use proxies::{MAX_TRUSTED_PROXIES, TrustedProxies, trusted_proxies};
 pub use raw::RawConfig;
+pub use tls::{TlsConfig, provider as tls_provider};
 pub use types::*;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::tls::RawTls;
 use super::types::*;
 use crate::auth::RawAuth;
 use crate::duration::HumanDuration;
@@ -20,6 +21,7 @@ pub struct RawConfig {
     pub(super) publish: RawPublish,
     pub(super) admin: RawAdmin,
     pub(super) auth: RawAuth,
+    pub(super) client: ClientConfig,
     pub(super) heartbeat: BTreeMap<String, RawPolicy>,
     #[serde(rename = "route")]
     pub(super) routes: Vec<RawRoute>,
@@ -53,6 +55,8 @@ pub(super) struct RawServer {
     pub(super) reconnect_jitter: HumanDuration,
     pub(super) trusted_proxies: Vec<String>,
     pub(super) proxy_protocol: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tls: Option<RawTls>,
 }
 
 impl Default for RawServer {
@@ -73,6 +77,7 @@ impl Default for RawServer {
             reconnect_jitter: HumanDuration::from(DEFAULT_RECONNECT_JITTER),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            tls: None,
         }
     }
 }
@@ -151,4 +156,10 @@ pub(super) struct RawRoute {
     pub(super) auth: RouteAuth,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) token_cookie: Option<String>,
+    #[serde(default = "answer_client_pings")]
+    pub(super) client_pings: bool,
+}
+
+fn answer_client_pings() -> bool {
+    DEFAULT_CLIENT_PINGS
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::origin::Origins;
 use super::proxies::TrustedProxies;
+use super::tls::TlsConfig;
 use crate::auth::Verifier;
 use crate::channels::{PathPattern, Template};
 use crate::heartbeat::Policy;
@@ -47,6 +48,12 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_PUBLISH_PATH: &str = "/publish";
 /// Most channel templates one route may name.
 pub const MAX_ROUTE_CHANNELS: usize = 16;
+/// Whether routes answer a client's text `{"ping": X}` with `{"pong": X}`.
+pub const DEFAULT_CLIENT_PINGS: bool = true;
+/// Where `[client]` serves the browser client module.
+pub const CLIENT_SCRIPT_PATH: &str = "/heartwire.js";
+/// Where `[client] demo` serves the demo page.
+pub const CLIENT_DEMO_PATH: &str = "/demo";
 
 /// Longest any duration key may be: beyond it a value is a typo, and timers overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -76,6 +83,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[auth]`: the verifier of subscriber tokens; `None` when no key is configured.
     pub auth: Option<Verifier>,
+    /// `[client]`
+    pub client: ClientConfig,
     /// `[heartbeat.NAME]`, by name; `None` for strategy `none`.
     pub heartbeats: BTreeMap<String, Option<Policy>>,
     /// `[[route]]`: WebSocket routes.
@@ -117,6 +126,9 @@ pub struct ServerConfig {
     pub trusted_proxies: TrustedProxies,
     /// Every connection starts with a PROXY protocol (v1 or v2) header.
     pub proxy_protocol: bool,
+    /// `[server.tls]`: serve TLS (`wss://`, `https://`) with this pair. Turning it on or
+    /// off needs a restart; a new pair applies to new connections at once.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[admin]`: the operators' listener (health, metrics, connections).
@@ -124,6 +136,29 @@ pub struct ServerConfig {
 pub struct AdminConfig {
     /// Where it listens; `None` when `enabled = false`. Changing it needs a restart.
     pub listen: Option<SocketAddr>,
+}
+
+/// `[client]`: the browser client (`/heartwire.js`) and its demo page (`/demo`), both
+/// embedded in the binary. Off unless enabled: each is a path the config no longer has free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Serve the client module at [`CLIENT_SCRIPT_PATH`].
+    pub enabled: bool,
+    /// Serve the demo page at [`CLIENT_DEMO_PATH`] (needs `enabled`: the page imports it).
+    pub demo: bool,
+}
+
+impl ClientConfig {
+    /// The paths it serves, for collision checks.
+    pub fn paths(&self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.enabled, CLIENT_SCRIPT_PATH),
+            (self.enabled && self.demo, CLIENT_DEMO_PATH),
+        ]
+        .into_iter()
+        .filter_map(|(on, path)| on.then_some(path))
+    }
 }
 
 /// `[log]`
@@ -267,6 +302,9 @@ pub struct RouteConfig {
     pub heartbeat: Option<String>,
     /// What happens to a client that falls behind.
     pub slow_consumer: SlowConsumer,
+    /// Answer a client's text `{"ping": X}` with `{"pong": X}` (consumed, never passed on);
+    /// when off, such a message is ordinary traffic.
+    pub client_pings: bool,
     /// `auth = "jwt"`: how connections prove who they are; `None` for anyone.
     pub auth: Option<TokenAuth>,
 }

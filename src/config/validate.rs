@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::origin::{OriginPattern, Origins};
 use super::proxies::trusted_proxies;
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
+use super::tls;
 use super::token_file;
 use super::types::*;
 use super::{log_dir, log_filter};
@@ -25,7 +26,7 @@ impl Config {
     /// reported, not only the first.
     pub fn from_raw(raw: RawConfig, source: &Path) -> Result<Self, ConfigError> {
         let mut p = Problems::new(source);
-        let server = server(raw.server, &mut p);
+        let server = server(raw.server, source, &mut p);
         let log = log(raw.log, &mut p);
         let publish = publish(raw.publish, source, &mut p);
         if let (Some(server), Some(publish)) = (&server, &publish) {
@@ -59,11 +60,25 @@ impl Config {
             }
         }
 
+        if raw.client.demo && !raw.client.enabled {
+            p.add(
+                "client.demo",
+                "the demo page imports the client module: set client.enabled = true too, or remove client.demo".into(),
+            );
+        }
         let publish_path = publish
             .as_ref()
             .map_or(DEFAULT_PUBLISH_PATH.to_owned(), |p| p.path.clone());
         // The kick endpoint lives under the publish path.
         let mut paths = BTreeSet::from([format!("{publish_path}/disconnect"), publish_path]);
+        for path in raw.client.paths() {
+            if !paths.insert(path.to_owned()) {
+                p.add(
+                    "publish.path",
+                    format!("`{path}` is served by [client]: choose another path"),
+                );
+            }
+        }
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, raw) in raw.routes.into_iter().enumerate() {
             let verifier = verifier.as_ref().map(Option::as_ref);
@@ -76,7 +91,10 @@ impl Config {
             if p.take(&key, check_path(&s.path)).is_some() && !paths.insert(s.path.clone()) {
                 p.add(
                     &key,
-                    format!("`{}` is already used by a route or by [publish]", s.path),
+                    format!(
+                        "`{}` is already used by a route, by [publish] or by [client]",
+                        s.path
+                    ),
                 );
             }
         }
@@ -105,6 +123,7 @@ impl Config {
             publish,
             admin,
             auth: verifier.ok().flatten(),
+            client: raw.client,
             heartbeats,
             routes,
             statics: raw.statics,
@@ -188,7 +207,7 @@ fn list_or_none(items: &[&str]) -> String {
     }
 }
 
-fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
+fn server(raw: RawServer, source: &Path, p: &mut Problems) -> Option<ServerConfig> {
     let listen = match raw.listen {
         Listen::One(a) => vec![a],
         Listen::Many(list) => list,
@@ -247,6 +266,16 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
             max_frame_size = None;
         }
     }
+    let tls = match &raw.tls {
+        None => Some(None),
+        Some(pair) => match tls::load(pair, source, std::time::SystemTime::now()) {
+            Ok(loaded) => Some(Some(loaded)),
+            Err((key, reason)) => {
+                p.add(key, reason);
+                None
+            }
+        },
+    };
     if addrs.len() != listen.len() || addrs.is_empty() {
         return None;
     }
@@ -269,6 +298,7 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
             trusted_proxies(&raw.trusted_proxies),
         )?,
         proxy_protocol: raw.proxy_protocol,
+        tls: tls?,
     })
 }
 
@@ -406,7 +436,7 @@ fn route(
         p.add(
             &key("path"),
             format!(
-                "`{}` is already used by another route or by [publish]",
+                "`{}` is already used by another route, by [publish] or by [client]",
                 raw.path
             ),
         );
@@ -456,6 +486,7 @@ fn route(
         heartbeat: raw.heartbeat,
         slow_consumer: raw.slow_consumer,
         auth: auth?,
+        client_pings: raw.client_pings,
     })
 }
 

@@ -1,5 +1,6 @@
-//! A client's message: heartbeat traffic goes to the heartbeat, the rest to the route's
-//! action (`echo`, `relay`, `ignore`); read errors become the close RFC 6455 asks for.
+//! A client's message: heartbeat traffic goes to the heartbeat, a client's `{"ping"}` is
+//! answered, the rest goes to the route's action (`echo`, `relay`, `ignore`); read errors
+//! become the close RFC 6455 asks for.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::write::write;
 use crate::close;
 use crate::config::OnMessage;
 use crate::fanout::Target;
-use crate::heartbeat::{Heartbeat, Inbound, PeerBeat};
+use crate::heartbeat::{Heartbeat, Inbound, PeerBeat, client_ping};
 use tracing::debug;
 
 /// Handles one client message.
@@ -38,8 +39,13 @@ where
             s.conn.vitals.pong(rtt, beat.missed());
             return Step::Continue;
         }
-        Inbound::Reply(reply) => return write(ws, [reply], s.write_timeout).await,
         Inbound::Pass => {}
+    }
+    // Browsers cannot send Ping frames: their `{"ping": X}` gets `{"pong": X}`, flushed at once.
+    if s.settings.client_pings {
+        if let Some(reply) = client_ping(&msg) {
+            return write(ws, [reply], s.write_timeout).await;
+        }
     }
     if let Message::Text(text) = &msg {
         match refresh(s, text.as_str()) {

@@ -461,3 +461,29 @@ async fn a_refresh_for_another_user_closes_with_4003() {
     assert_eq!((code, at), (crate::close::TOKEN_REFUSED, Duration::ZERO));
     assert!(reason.starts_with("token refused (invalid)"), "{reason}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_ping_is_answered_at_once_and_not_passed_to_the_route() {
+    // An echo route without heartbeat: the pong comes back, the ping is not echoed.
+    let mut rig = Rig::start("[[route]]\npath = \"/a\"\n", 64 * 1024);
+    rig.send(OP_TEXT, br#"{"ping": 17}"#).await;
+    let (op, payload, at) = rig.frame().await;
+    assert_eq!(
+        (op, payload.as_slice(), at),
+        (OP_TEXT, &br#"{"pong":17}"#[..], Duration::ZERO)
+    );
+    rig.send(OP_TEXT, b"next").await;
+    let (op, payload, _) = rig.frame().await;
+    assert_eq!((op, payload.as_slice()), (OP_TEXT, &b"next"[..]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_client_pings_off_a_ping_is_ordinary_traffic() {
+    let mut rig = Rig::start(
+        "[[route]]\npath = \"/a\"\nclient_pings = false\n",
+        64 * 1024,
+    );
+    rig.send(OP_TEXT, br#"{"ping": 17}"#).await;
+    let (op, payload, _) = rig.frame().await;
+    assert_eq!((op, payload.as_slice()), (OP_TEXT, &br#"{"ping": 17}"#[..]));
+}

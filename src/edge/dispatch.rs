@@ -1,5 +1,5 @@
 //! Which handler answers an HTTP request: the publish endpoint, a WebSocket route, a
-//! static page, or 404. Decided here and only here, by path.
+//! static page, the browser client's files, or 404. Decided here and only here, by path.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::state::Edge;
-use super::{disconnect, forwarded, handshake, publish};
+use super::{assets, disconnect, forwarded, handshake, publish};
 use crate::http::{self, Body};
 
 /// Answers one request that came over a connection from `peer` (the address its PROXY
@@ -58,6 +58,9 @@ pub(super) async fn dispatch(
             Bytes::from(page.body.clone()),
             &page.content_type,
         );
+    }
+    if let Some(res) = assets::serve(&config.client, path, req.method(), req.headers()) {
+        return res;
     }
     http::error(StatusCode::NOT_FOUND, format!("nothing at {path}"))
 }

@@ -319,7 +319,7 @@ fn connection(
             Some(ws_config),
         ))
         .await;
-        debug!("open");
+        debug!(channels = ?session.conn.channels, "open");
         // A bug in one connection must not take others down: contain and report it.
         // Boxed once: a large future moved into the wrapper would otherwise take its
         // space twice in every connection's task.

@@ -1,6 +1,8 @@
 //! The accept loop and one TCP connection's HTTP: bounded by `server.max_http_connections`
 //! and `handshake_timeout`, served by hyper until it ends or becomes a WebSocket. With
-//! `server.proxy_protocol`, the connection's PROXY header is read first.
+//! `server.proxy_protocol`, the connection's PROXY header is read first; with
+//! `[server.tls]`, the TLS handshake comes next, and hyper (then the WebSocket) runs over
+//! the TLS stream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -65,28 +67,41 @@ pub async fn accept_loop(edge: Arc<Edge>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let edge2 = edge.clone();
-        if edge.config.borrow().server.proxy_protocol {
-            edge.tracker.spawn(serve_proxied(edge2, stream, peer, slot));
+        let (proxied, timeout) = {
+            let config = edge.config.borrow();
+            (
+                config.server.proxy_protocol,
+                config.server.handshake_timeout,
+            )
+        };
+        // The PROXY header and the TLS handshake share one handshake_timeout from here.
+        let deadline = Instant::now() + timeout;
+        if proxied {
+            edge.tracker
+                .spawn(serve_proxied(edge2, stream, peer, slot, deadline));
         } else {
             edge.tracker
-                .spawn(serve_connection(edge2, stream, peer, slot));
+                .spawn(serve_secured(edge2, stream, peer, slot, deadline));
         }
     }
 }
 
-/// Reads a connection's PROXY header (within `handshake_timeout` and
+/// Reads a connection's PROXY header (by `deadline` and within
 /// [`proxy_protocol::MAX_HEADER`] bytes), then serves it as coming from the address the
 /// header names. Closed without a word when the peer may not speak for others (outside a
 /// non-empty `server.trusted_proxies`) or its header is missing or invalid: whatever it
 /// sent is not HTTP we could answer.
-async fn serve_proxied(edge: Arc<Edge>, mut stream: TcpStream, peer: SocketAddr, slot: HttpSlot) {
-    let (timeout, trusted) = {
+async fn serve_proxied(
+    edge: Arc<Edge>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    slot: HttpSlot,
+    deadline: Instant,
+) {
+    let trusted = {
         let config = edge.config.borrow();
         let server = &config.server;
-        (
-            server.handshake_timeout,
-            server.trusted_proxies.is_empty() || server.trusted_proxies.contains(peer.ip()),
-        )
+        server.trusted_proxies.is_empty() || server.trusted_proxies.contains(peer.ip())
     };
     if !trusted {
         edge.metrics.rejected(Rejection::UntrustedProxy);
@@ -98,7 +113,7 @@ async fn serve_proxied(edge: Arc<Edge>, mut stream: TcpStream, peer: SocketAddr,
     }
     let header = tokio::select! {
         () = edge.shutdown.cancelled() => return,
-        read = tokio::time::timeout(timeout, proxy_protocol::read_header(&mut stream)) => read,
+        read = tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)) => read,
     };
     let header = match header {
         Ok(Ok(header)) => header,
@@ -117,7 +132,42 @@ async fn serve_proxied(edge: Arc<Edge>, mut stream: TcpStream, peer: SocketAddr,
         }
     };
     let client = header.source.unwrap_or(peer);
-    serve_connection(edge, Prefixed::new(header.rest, stream), client, slot).await;
+    serve_secured(
+        edge,
+        Prefixed::new(header.rest, stream),
+        client,
+        slot,
+        deadline,
+    )
+    .await;
+}
+
+/// Runs the TLS handshake when the listener has TLS (done by `deadline`, holding the
+/// connection's HTTP slot), then serves the connection. A peer that does not complete it
+/// (plain HTTP, garbage, silence) is closed, a plain HTTP request with a 400 first.
+async fn serve_secured<S>(
+    edge: Arc<Edge>,
+    stream: S,
+    peer: SocketAddr,
+    slot: HttpSlot,
+    deadline: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(tls) = &edge.tls else {
+        return serve_connection(edge, stream, peer, slot).await;
+    };
+    let accepted = tokio::select! {
+        () = edge.shutdown.cancelled() => return,
+        accepted = tls.accept(stream, deadline) => accepted,
+    };
+    match accepted {
+        Ok(stream) => serve_connection(edge, stream, peer, slot).await,
+        Err(err) => {
+            edge.metrics.rejected(Rejection::TlsHandshake);
+            debug!(%peer, error = %err, "connection closed");
+        }
+    }
 }
 
 /// Serves one connection's HTTP, holding its place in `server.max_http_connections`

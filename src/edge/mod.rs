@@ -1,8 +1,11 @@
 //! The edge: everything that speaks HTTP to the outside. The accept loop and connection
-//! limits ([`listener`], [`limits`]), who the client is behind a proxy ([`proxy_protocol`],
-//! [`forwarded`]), request routing ([`dispatch`]), the WebSocket upgrade ([`handshake`]),
-//! who a connection is ([`bearer`], [`subscribe`]), and the publish endpoint ([`publish`], [`form`], [`rate_limit`]).
+//! limits ([`listener`], [`limits`]), TLS ([`tls`]), who the client is behind a proxy
+//! ([`proxy_protocol`], [`forwarded`]), request routing ([`dispatch`]), the WebSocket
+//! upgrade ([`handshake`]), who a connection is and what it holds ([`bearer`],
+//! [`subscribe`]), the publish and kick endpoints ([`publish`], [`disconnect`], [`form`],
+//! [`rate_limit`]), and the embedded browser client ([`assets`]).
 
+mod assets;
 mod bearer;
 mod disconnect;
 mod dispatch;
@@ -16,6 +19,7 @@ mod publish;
 mod rate_limit;
 mod state;
 mod subscribe;
+mod tls;
 
 pub use listener::accept_loop;
 pub use state::Edge;

@@ -1,8 +1,11 @@
 //! Strategy `json-gzip`: the seed's application-level heartbeat.
 //!
 //! Every tick each connection gets a binary message, gzip of `{"ping": ms}`; the client
-//! answers `{"pong": ms}` as text (or the same JSON gzip-compressed, as binary). A browser,
-//! which cannot send Ping frames, may itself send `{"ping": X}` and gets `{"pong": X}`.
+//! answers `{"pong": ms}` as text (or the same JSON gzip-compressed, as binary).
+//!
+//! The same JSON serves the other direction on every route: a browser, which cannot send
+//! Ping frames, sends text `{"ping": X}` and gets `{"pong": X}` ([`client_ping`]; the route's
+//! `client_pings` decides whether it is asked).
 
 use std::io::{Read, Write};
 
@@ -46,25 +49,49 @@ fn gunzip_small(data: &[u8]) -> Option<Vec<u8>> {
     (out.len() <= MAX_BEAT_JSON).then_some(out)
 }
 
+/// What a piece of heartbeat JSON is.
+#[derive(Debug, PartialEq)]
+enum Beat {
+    /// `{"pong": n}`, with `n` when it is a token.
+    Pong(Option<u64>),
+    /// `{"ping": x}`: the answer, `{"pong": x}`.
+    Ping(Message),
+    /// Anything else.
+    Other,
+}
+
 /// Classifies heartbeat JSON: `{"pong": n}` or `{"ping": x}`.
-fn classify(json: &[u8]) -> Inbound {
+fn classify(json: &[u8]) -> Beat {
     // Cheap filter first: most traffic is not a heartbeat.
     let trimmed = json.trim_ascii_start();
     if json.len() > MAX_BEAT_JSON || !trimmed.starts_with(b"{") {
-        return Inbound::Pass;
+        return Beat::Other;
     }
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(json) else {
-        return Inbound::Pass;
+        return Beat::Other;
     };
     if let Some(pong) = map.get("pong") {
         // A pong whose value is not one of our tokens still is a pong: consumed, not matched.
-        return Inbound::Pong(pong.as_u64());
+        return Beat::Pong(pong.as_u64());
     }
     if let Some(ping) = map.get("ping") {
         let reply = serde_json::json!({ "pong": ping }).to_string();
-        return Inbound::Reply(Message::text(reply));
+        return Beat::Ping(Message::text(reply));
     }
-    Inbound::Pass
+    Beat::Other
+}
+
+/// The answer to a client's text `{"ping": X}`: `{"pong": X}`; `None` for anything else.
+/// Only small text starting with `{` is parsed, so ordinary traffic costs a length check
+/// and a byte compare.
+pub fn client_ping(msg: &Message) -> Option<Message> {
+    match msg {
+        Message::Text(text) => match classify(text.as_bytes()) {
+            Beat::Ping(reply) => Some(reply),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 impl Heartbeat for JsonGzip {
@@ -74,14 +101,15 @@ impl Heartbeat for JsonGzip {
 
     fn inspect(&self, msg: &Message) -> Inbound {
         match msg {
-            Message::Text(text) => classify(text.as_bytes()),
-            Message::Binary(data) => match gunzip_small(data) {
-                Some(json) => match classify(&json) {
-                    // Only pongs may come compressed; a gzip `{"ping"}` is ordinary data.
-                    Inbound::Pong(token) => Inbound::Pong(token),
-                    _ => Inbound::Pass,
-                },
-                None => Inbound::Pass,
+            // A client's `{"ping"}` is not an answer: the route decides ([`client_ping`]).
+            Message::Text(text) => match classify(text.as_bytes()) {
+                Beat::Pong(token) => Inbound::Pong(token),
+                _ => Inbound::Pass,
+            },
+            // Only pongs may come compressed; a gzip `{"ping"}` is ordinary data.
+            Message::Binary(data) => match gunzip_small(data).map(|json| classify(&json)) {
+                Some(Beat::Pong(token)) => Inbound::Pong(token),
+                _ => Inbound::Pass,
             },
             _ => Inbound::Pass,
         }
@@ -124,14 +152,7 @@ mod tests {
             ),
             (Message::text(r#"{"pong": "42"}"#), Inbound::Pong(None)),
             (Message::text(r#"{"pong": -1}"#), Inbound::Pong(None)),
-            (
-                Message::text(r#"{"ping": 7}"#),
-                Inbound::Reply(Message::text(r#"{"pong":7}"#)),
-            ),
-            (
-                Message::text(r#"{"ping": "abc"}"#),
-                Inbound::Reply(Message::text(r#"{"pong":"abc"}"#)),
-            ),
+            (Message::text(r#"{"ping": 7}"#), Inbound::Pass),
             (Message::text(r#"{"pong": "#), Inbound::Pass),
             (Message::text("hello"), Inbound::Pass),
             (Message::text(r#"{"data": 1}"#), Inbound::Pass),
@@ -145,6 +166,32 @@ mod tests {
         ];
         for (msg, want) in cases {
             assert_eq!(s.inspect(&msg), want, "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn client_pings_are_answered_with_the_same_value() {
+        let pong = |s: &str| Some(Message::text(s));
+        let cases: Vec<(Message, Option<Message>)> = vec![
+            (Message::text(r#"{"ping": 7}"#), pong(r#"{"pong":7}"#)),
+            (Message::text(r#" {"ping":12.5}"#), pong(r#"{"pong":12.5}"#)),
+            (
+                Message::text(r#"{"ping": "abc"}"#),
+                pong(r#"{"pong":"abc"}"#),
+            ),
+            (Message::text(r#"{"pong": 7}"#), None),
+            (Message::text(r#"{"ping": "#), None),
+            (Message::text("ping"), None),
+            (
+                Message::text(format!(r#"{{"ping": "{}"}}"#, "a".repeat(300))),
+                None,
+            ),
+            (Message::binary(gzip(br#"{"ping": 9}"#)), None),
+            (Message::binary(br#"{"ping": 9}"#.to_vec()), None),
+            (Message::Ping(Bytes::from_static(b"x")), None),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(client_ping(&msg), want, "{msg:?}");
         }
     }
 
@@ -168,6 +215,7 @@ mod tests {
             let s = strategy();
             let _ = s.inspect(&Message::binary(data.clone()));
             let _ = s.inspect(&Message::binary(gzip(&data)));
+            let _ = client_ping(&Message::text(text.clone()));
             let _ = s.inspect(&Message::text(text));
         }
 

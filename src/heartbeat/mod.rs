@@ -12,7 +12,7 @@ mod protocol;
 mod strategy;
 mod ticker;
 
-pub use json_gzip::JsonGzip;
+pub use json_gzip::{JsonGzip, client_ping};
 pub(crate) use peer::{PeerBeat, TickAction};
 pub use policy::{
     DEFAULT_MAX_MISSED, DEFAULT_PING_INTERVAL, Liveness, Policy, PolicyError, RawPolicy, Strategy,

@@ -21,8 +21,6 @@ pub enum Inbound {
     Pass,
     /// An answer to a ping, carrying its token when readable. Consumed.
     Pong(Option<u64>),
-    /// A client-initiated ping: answer with this message. Consumed.
-    Reply(Message),
 }
 
 /// Milliseconds since the Unix epoch: the token both strategies put in their pings.

@@ -17,6 +17,8 @@ pub enum Rejection {
     ProxyHeader,
     /// `server.proxy_protocol`: a connection from outside `server.trusted_proxies` (closed).
     UntrustedProxy,
+    /// `[server.tls]`: a connection whose TLS handshake failed or timed out (closed).
+    TlsHandshake,
     /// The route's channels could not be made from the request (400).
     Channel,
     /// The route requires a token and it was missing (401) or refused (403); the
@@ -26,12 +28,13 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason, so each series exists (at 0) from the start.
-    pub(super) const ALL: [Self; 7] = [
+    pub(super) const ALL: [Self; 8] = [
         Self::Origin,
         Self::Limit,
         Self::BadHandshake,
         Self::ProxyHeader,
         Self::UntrustedProxy,
+        Self::TlsHandshake,
         Self::Channel,
         Self::Auth,
     ];
@@ -43,6 +46,7 @@ impl Rejection {
             Self::BadHandshake => "bad_handshake",
             Self::ProxyHeader => "proxy_header",
             Self::UntrustedProxy => "untrusted_proxy",
+            Self::TlsHandshake => "tls_handshake",
             Self::Channel => "channel",
             Self::Auth => "auth",
         }
@@ -116,6 +120,8 @@ pub(super) struct Outcome {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct Build {
     pub(super) version: &'static str,
+    /// The git revision built from (build.rs), `unknown` outside a checkout.
+    pub(super) revision: &'static str,
 }
 
 pub(super) type RttFamily = Family<PolicyLabel, Histogram, fn() -> Histogram>;
@@ -123,4 +129,10 @@ pub(super) type RttFamily = Family<PolicyLabel, Histogram, fn() -> Histogram>;
 pub(super) fn rtt_histogram() -> Histogram {
     // 1 ms to ~16 s, doubling: LAN pongs land low, a phone on a bad cell high.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// The certificate file served (`server.tls.cert_file`, as resolved).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct CertFile {
+    pub(super) cert_file: String,
 }

@@ -44,6 +44,9 @@ pub struct Metrics {
     panics: Counter,
     allocated: Gauge,
     resident: Gauge,
+    /// No series until a certificate is served, so an alert on it cannot fire on a
+    /// listener without TLS; one series (the file served) after.
+    tls_expiry: Family<CertFile, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -90,12 +93,14 @@ impl Metrics {
             panics: Counter::default(),
             allocated: Gauge::default(),
             resident: Gauge::default(),
+            tls_expiry: Family::default(),
             registry: Registry::default(),
         };
         let build: Family<Build, Gauge> = Family::default();
         build
             .get_or_create(&Build {
                 version: env!("CARGO_PKG_VERSION"),
+                revision: env!("BUILD_GIT_REVISION"),
             })
             .set(1);
         m.last_reload_ok.set(1);
@@ -113,7 +118,11 @@ impl Metrics {
             m.reloads.get_or_create_owned(&Outcome { result });
         }
         let r = registry.sub_registry_with_prefix("heartwire");
-        r.register("build_info", "heartwire version (value is always 1)", build);
+        r.register(
+            "build_info",
+            "heartwire version and git revision (value is always 1)",
+            build,
+        );
         r.register(
             "connections_open",
             "Open WebSocket connections by route",
@@ -127,7 +136,7 @@ impl Metrics {
         );
         r.register(
             "connections_rejected",
-            "WebSocket handshakes refused, by reason (origin, limit, bad_handshake, channel, auth), and connections closed for their PROXY header (proxy_header, untrusted_proxy)",
+            "WebSocket handshakes refused, by reason (origin, limit, bad_handshake, channel, auth), connections closed for their PROXY header (proxy_header, untrusted_proxy), and failed TLS handshakes (tls_handshake)",
             m.rejected.clone(),
         );
         r.register(
@@ -225,6 +234,11 @@ impl Metrics {
             "allocator_resident_bytes",
             "Bytes the allocator keeps resident (above allocated: memory held after a peak)",
             m.resident.clone(),
+        );
+        r.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate served on the public listener expires, in seconds since the Unix epoch by server.tls.cert_file (no series without [server.tls])",
+            m.tls_expiry.clone(),
         );
         r.register(
             "connection_panics",
@@ -385,6 +399,17 @@ impl Metrics {
     /// A connection task panicked.
     pub fn panicked(&self) {
         self.panics.inc();
+    }
+
+    /// The certificate served, from `cert_file`, expires at `unix_seconds`.
+    pub fn set_tls_expiry(&self, cert_file: &std::path::Path, unix_seconds: i64) {
+        // One series: the file served now (a reload may name another).
+        self.tls_expiry.clear();
+        self.tls_expiry
+            .get_or_create_owned(&CertFile {
+                cert_file: cert_file.display().to_string(),
+            })
+            .set(unix_seconds);
     }
 
     /// Shutdown has begun.

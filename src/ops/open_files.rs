@@ -8,6 +8,11 @@ use tracing::warn;
 use crate::config::ServerConfig;
 use crate::process;
 
+/// `LimitNOFILE=` in the shipped systemd/heartwire.service (a test keeps them equal): the
+/// warning names it, so an operator seeing a lower limit knows the process is not running
+/// under that unit, or that a drop-in lowered it.
+const UNIT_LIMIT_NOFILE: u64 = 262_144;
+
 /// Warns when `server`'s connection limits exceed this process's open-file limit.
 pub fn check(server: &ServerConfig) {
     let Some(limit) = process::open_file_limit() else {
@@ -34,15 +39,16 @@ fn shortfall(ws: usize, http: usize, limit: u64) -> Option<String> {
         format!(
             "server.max_connections ({ws}) + server.max_http_connections ({http}) exceed the \
              open-file limit ({limit}): clients past it are refused with \"too many open \
-             files\"; raise LimitNOFILE= in heartwire.service (or ulimit -n) above {needed}, \
-             or lower the limits"
+             files\"; raise LimitNOFILE= (the shipped heartwire.service sets \
+             {UNIT_LIMIT_NOFILE}; `systemctl edit heartwire` overrides it) or ulimit -n \
+             above {needed}, or lower the limits"
         )
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::shortfall;
+    use super::{UNIT_LIMIT_NOFILE, shortfall};
 
     #[test]
     fn warns_only_above_the_limit() {
@@ -68,6 +74,23 @@ mod tests {
             ),
             "{msg}"
         );
-        assert!(msg.contains("LimitNOFILE= in heartwire.service (or ulimit -n) above 11024"));
+        assert!(
+            msg.contains(
+                "raise LimitNOFILE= (the shipped heartwire.service sets 262144; `systemctl edit \
+                 heartwire` overrides it) or ulimit -n above 11024"
+            ),
+            "{msg}"
+        );
+    }
+
+    /// The figure the warning quotes is the unit's.
+    #[test]
+    fn names_the_units_limit() {
+        let unit = include_str!("../../systemd/heartwire.service");
+        let line = format!("LimitNOFILE={UNIT_LIMIT_NOFILE}");
+        assert!(
+            unit.lines().any(|l| l == line),
+            "systemd/heartwire.service does not set {line}: update UNIT_LIMIT_NOFILE"
+        );
     }
 }

@@ -8,7 +8,9 @@
 //!   request or handshake;
 //! - `server.outbound_queue_bytes`, `write_timeout`, message sizes, `proxy_protocol`: new
 //!   connections;
-//! - `server.listen`, `server.outbound_queue`, `[admin]` and `[log]` `format`, `dir` and
+//! - the `[server.tls]` certificate and key: new handshakes (a pair that does not load,
+//!   match or is expired makes the reload invalid, and the running pair stays);
+//! - `server.listen`, `server.outbound_queue`, adding or removing `[server.tls]`, `[admin]` and `[log]` `format`, `dir` and
 //!   `rotation`: only after a restart (a reload logs a warning for each).
 
 use std::path::Path;
@@ -92,6 +94,16 @@ pub fn log_changes(old: &Config, new: &Config) {
     if old.server != new.server {
         changed.push("server limits".into());
     }
+    if let (Some(before), Some(after)) = (&old.server.tls, &new.server.tls) {
+        if before != after {
+            info!(
+                cert_file = %after.cert_file.display(),
+                expires = %after.expires(),
+                days_left = after.days_left(std::time::SystemTime::now()),
+                "TLS certificate reloaded: new handshakes use it"
+            );
+        }
+    }
     if old.statics != new.statics {
         changed.push("static pages".into());
     }
@@ -115,6 +127,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut lines = Vec::new();
     if old.server.listen != new.server.listen {
         lines.push("server.listen changed: restart heartwire to listen on the new address(es)");
+    }
+    match (&old.server.tls, &new.server.tls) {
+        (None, Some(_)) => lines.push(
+            "[server.tls] added: restart heartwire to serve TLS; the listener stays plain until then",
+        ),
+        (Some(_), None) => lines.push(
+            "[server.tls] removed: restart heartwire to serve plain HTTP; the listener keeps TLS with the last certificate until then",
+        ),
+        _ => {}
     }
     if old.admin != new.admin {
         lines.push("[admin] changed: restart heartwire to move the admin listener");

@@ -2,6 +2,8 @@
 //! Every wait is bounded by a timeout; nothing sleeps to synchronise.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

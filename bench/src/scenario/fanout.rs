@@ -82,7 +82,7 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
     sleep(Duration::from_millis(500)).await;
 
     let channel = (!a.channel.is_empty()).then_some(a.channel.as_str());
-    let mut publisher = Publisher::new(dialer.server(), &c.publish_path, channel);
+    let mut publisher = Publisher::new(dialer.server(), &c.publish_path, channel, dialer.tls());
     let mut req_us: Vec<u32> = Vec::with_capacity(a.count);
     let mut errors = 0usize;
     let mut first_error = None;

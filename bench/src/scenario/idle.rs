@@ -59,7 +59,7 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
     let mut big = json!(null);
     if a.big > 0 {
         let live = established as u64 - shared.dropped.load(Ordering::Relaxed);
-        let mut publisher = Publisher::new(dialer.server(), &c.publish_path, None);
+        let mut publisher = Publisher::new(dialer.server(), &c.publish_path, None, dialer.tls());
         let body = vec![b'b'; a.big];
         let sent = Instant::now();
         let res = publisher.post("application/octet-stream", &body).await;

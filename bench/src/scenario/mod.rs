@@ -2,6 +2,7 @@
 
 pub mod echo;
 pub mod fanout;
+pub mod handshake;
 pub mod heartbeat;
 pub mod idle;
 
@@ -36,6 +37,9 @@ pub struct Common {
     /// Path of the publish endpoint.
     #[arg(long, default_value = "/publish")]
     pub publish_path: String,
+    /// The server speaks TLS: wss:// and https:// (its certificate is not checked).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 impl Common {
@@ -56,7 +60,8 @@ impl Common {
 
     /// A dialer for the server.
     pub fn dialer(&self) -> Arc<Dialer> {
-        Arc::new(Dialer::new(self.server, self.sources))
+        let tls = self.tls.then(crate::tls::connector);
+        Arc::new(Dialer::new(self.server, self.sources, tls))
     }
 }
 

@@ -1,0 +1,125 @@
+// Types for heartwire.js, the heartwire browser client.
+
+/** Connection states, announced by the `state` event. */
+export type State = 'connecting' | 'connected' | 'disconnected';
+
+/** Detail of the `state` event. */
+export interface StateDetail {
+  state: State;
+  /** Reconnect attempts since the last connection that lasted `resetAfter`. */
+  attempt: number;
+  /** On `disconnected`: the close code (1006: failed or lost without a close frame;
+   *  4000: no heartbeat for `deadAfter` ms; 1000: `close()`). */
+  code?: number;
+  /** On `disconnected`: the close reason. */
+  reason?: string;
+  /** On `disconnected`: ms until the next attempt; null: no reconnect (closed or terminal). */
+  reconnectIn?: number | null;
+}
+
+/** Detail of the `heartbeat` event: a server ping answered, or an RTT measured. */
+export interface HeartbeatDetail {
+  /** The value of the server's `{"ping": ms}` just answered. */
+  ping?: unknown;
+  /** A round trip of the client's own `{"ping"}`, in ms. */
+  rtt?: number;
+}
+
+/** Detail of the `error` event. */
+export interface ErrorDetail {
+  message: string;
+  code?: number;
+  reason?: string;
+  /** Consecutive attempts that failed before open. */
+  failures?: number;
+  error?: unknown;
+}
+
+export interface Options {
+  /** The server's ping interval in ms, and the period of the client's own pings.
+   *  0 (default): learned from the server's pings, the longest of the last 4 gaps between
+   *  them (5000 until then). */
+  pingInterval?: number;
+  /** Pings that may go missing before the server counts as dead (default 2, the server's). */
+  maxMissed?: number;
+  /** Slack added to the dead bound, ms (default 1000). */
+  margin?: number;
+  /** Send `{"ping": X}` every interval while the server sends no json-gzip pings (routes
+   *  with protocol pings, which browsers never see), and once every `rttEvery` server pings
+   *  to measure the RTT. Turn off on a route with `client_pings = false`. Default true. */
+  clientPings?: boolean;
+  /** On json-gzip routes, one RTT probe every this many server pings (default 4). */
+  rttEvery?: number;
+  /** Backoff: the first attempt waits up to this, each failure doubles it (default 500). */
+  baseDelay?: number;
+  /** Backoff ceiling, ms (default 20000). */
+  maxDelay?: number;
+  /** A connection that lasted this long (ms) resets the backoff (default 5000). */
+  resetAfter?: number;
+  /** A handshake taking longer (ms) is abandoned and retried (default 10000). */
+  connectTimeout?: number;
+  /** After this many consecutive attempts failing before open, each further failure
+   *  emits `error` (retries go on; call close() to stop). Default 5. */
+  failuresBeforeError?: number;
+  /** Messages each async iterator holds when not read fast enough; the oldest are
+   *  dropped beyond it (default 1000). */
+  buffer?: number;
+  /** WebSocket subprotocols. */
+  protocols?: string | string[];
+  /** The WebSocket class (default: the global one). */
+  WebSocket?: typeof WebSocket;
+  /** Called before each planned reconnect: false stops, a number replaces the delay. */
+  shouldReconnect?: (close: { code: number; reason: string; delay: number; attempt: number }) => boolean | number | void;
+  /** Not supported yet (authentication): passing it throws. */
+  token?: never;
+  /** Not supported yet (authentication): passing it throws. */
+  getToken?: never;
+  /** Not supported yet (history and resume): passing it throws. */
+  position?: never;
+  /** Not supported yet (history and resume): passing it throws. */
+  positions?: never;
+}
+
+/** Message data: text as string, binary as ArrayBuffer. Heartbeat traffic is never a message. */
+export type Data = string | ArrayBuffer;
+
+export class HeartwireClient extends EventTarget implements AsyncIterable<Data> {
+  /** `url`: ws(s)://, http(s):// or a path relative to the page; or a function called
+   *  before each attempt. Connects at once. */
+  constructor(url: string | URL | (() => string | URL), options?: Options);
+  readonly state: State;
+  /** Last measured round trip in ms; null until the first. */
+  readonly rtt: number | null;
+  /** The ping interval in use, ms (option, learned, or 5000). */
+  readonly interval: number;
+  /** No message for this long (ms) means the server is dead: interval x (maxMissed + 1) + margin. */
+  readonly deadAfter: number;
+  /** Listens to `type`; returns a function that stops listening. */
+  on(type: 'message', fn: (data: Data, event: MessageEvent) => void): () => void;
+  on(type: 'state', fn: (detail: StateDetail, event: CustomEvent<StateDetail>) => void): () => void;
+  on(type: 'heartbeat', fn: (detail: HeartbeatDetail, event: CustomEvent<HeartbeatDetail>) => void): () => void;
+  on(type: 'error', fn: (detail: ErrorDetail, event: CustomEvent<ErrorDetail>) => void): () => void;
+  /** Sends when connected and returns true; returns false otherwise (nothing is queued). */
+  send(data: string | ArrayBufferLike | Blob | ArrayBufferView): boolean;
+  /** Closes with 1000 and stops reconnecting; iterators end. */
+  close(): void;
+  /** Messages from now on, until close() or a terminal close. */
+  [Symbol.asyncIterator](): AsyncIterator<Data>;
+}
+
+/** `new HeartwireClient(url, options)`. */
+export function connect(url: string | URL | (() => string | URL), options?: Options): HeartwireClient;
+
+/** Close codes after which the client does not reconnect: 1002, 1003, 1007, 1010. */
+export const TERMINAL: readonly number[];
+/** Full-jitter delay for `attempt`: uniform in [0, min(maxDelay, baseDelay x 2^attempt)]. */
+export function backoff(attempt: number, baseDelay?: number, maxDelay?: number, random?: () => number): number;
+/** N from a close reason `... reconnect in N ms` (capped at 300000), or null. */
+export function parseHint(reason: string | undefined): number | null;
+/** The wait after a close; null: do not reconnect. 1001 with a drain hint: the hint; 1001
+ *  without one: uniform in [0, 5000]; a terminal code: null; anything else: `backoff`. */
+export function plan(code: number, reason: string, attempt: number, options?: Options, random?: () => number): number | null;
+/** `{ping}` / `{pong}` from heartbeat JSON text of at most 256 characters, else null. */
+export function parseBeat(text: unknown): { ping?: unknown; pong?: unknown } | null;
+/** The beat in a gzip binary message of at most 256 bytes, else null. */
+export function gunzipBeat(data: ArrayBuffer | ArrayBufferView): Promise<{ ping?: unknown; pong?: unknown } | null>;

@@ -1,0 +1,79 @@
+// Shared by the browser scenarios: launch the system Chromium through playwright-core
+// (nothing is downloaded), talk to the Rust test over stdin/stdout in JSON lines, and
+// bound every wait. The scenarios run from tests/browser.rs, which starts the daemon.
+import { createInterface } from 'node:readline';
+
+/** Runs `main(baseUrl, page)` in Chromium at CHROMIUM_PATH (tests/browser.rs sets both). */
+export async function scenario(name, main) {
+  const [base, chromium] = [process.argv[2], process.env.CHROMIUM_PATH];
+  if (!base || !chromium) fail(`${name}: run by tests/browser.rs (cargo test --test browser), which starts the daemon and passes its URL and CHROMIUM_PATH`);
+  // No wait below may outlive this: a stuck scenario fails rather than hangs the test.
+  const guard = setTimeout(() => fail(`${name}: scenario timed out`), 60000);
+  const stdin = listen();
+  let browser;
+  try {
+    const playwright = await import('playwright-core');
+    browser = await playwright.chromium.launch({
+      executablePath: chromium,
+      headless: true,
+      // Tests run as root in CI, where Chromium's sandbox cannot start.
+      args: ['--no-sandbox'],
+    });
+    const page = await browser.newPage();
+    page.on('pageerror', (err) => say({ pageerror: String(err) }));
+    say({ result: await main(base, page) });
+  } catch (err) {
+    fail(`${name}: ${err && err.stack || err}`);
+  } finally {
+    clearTimeout(guard);
+    stdin.close();
+    await browser?.close();
+  }
+}
+
+export function say(obj) {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+function fail(message) {
+  say({ error: message });
+  process.exit(1);
+}
+
+// Lines from the test, read only once a scenario runs (an open stdin keeps node alive).
+const lines = [];
+let waiter = null;
+function listen() {
+  const stdin = createInterface({ input: process.stdin });
+  stdin.on('line', (line) => { if (waiter) { const w = waiter; waiter = null; w(line); } else lines.push(line); });
+  return stdin;
+}
+
+/** The next line the Rust test writes, within `ms`. */
+export function nextLine(ms = 15000) {
+  if (lines.length) return Promise.resolve(lines.shift());
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => { waiter = null; reject(new Error(`no line from the test within ${ms} ms`)); }, ms);
+    waiter = (line) => { clearTimeout(t); resolve(line); };
+  });
+}
+
+/** Opens the demo page on `route` with client options, and waits until it is connected. */
+export async function openDemo(page, base, query) {
+  await page.goto(`${base}/demo?${new URLSearchParams(query)}`, { timeout: 15000 });
+  await until(page, () => window.demo?.client.state === 'connected', null, 15000, 'connected');
+}
+
+/** Waits until `fn(arg)` is truthy in the page; returns its value. */
+export async function until(page, fn, arg, ms, what) {
+  try {
+    const handle = await page.waitForFunction(fn, arg, { timeout: ms, polling: 20 });
+    return await handle.jsonValue();
+  } catch (err) {
+    const events = await page.evaluate(() => window.demo?.events.slice(-20)).catch(() => null);
+    throw new Error(`waiting for ${what}: ${err.message}; last events: ${JSON.stringify(events)}`);
+  }
+}
+
+/** The page's recorded events (see demo.html), with wall-clock times `t` in ms. */
+export const events = (page) => page.evaluate(() => window.demo.events);
