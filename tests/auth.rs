@@ -608,6 +608,11 @@ fn configs_that_cannot_work_are_refused_with_the_key_and_the_fix() {
             "auth.key[0].algorithm",
             "forge",
         ),
+        (
+            "[[auth.key]]\nalgorithm = \"HS256\"\nfile = \"tests/keys/hs.secret\"\n[[route]]\npath = \"/a\"\nauth = \"jwt\"\nchannels = [\"t.{query.token}\"]\n",
+            "route[0].channels",
+            "{sub}",
+        ),
     ];
     for (toml, key, hint) in cases {
         let err = heartwire::config::from_toml(toml, std::path::Path::new("test.toml"))

@@ -601,6 +601,10 @@ fn channels(
                 "`{t}` takes `{name}` from a token, but this route requires none: set auth = \"jwt\" on the route"
             )),
             Source::Claim(_) => None,
+            // The token itself must never become a channel name (shown in /connections).
+            Source::Query(name) if name == "token" && raw.auth == RouteAuth::Jwt => Some(format!(
+                "`{t}` would put the token (the `token` query parameter) into a channel name: use a claim, e.g. {{sub}}"
+            )),
             Source::Path(_) | Source::Query(_) => None,
         });
         match missing {
