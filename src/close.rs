@@ -16,9 +16,12 @@ pub const SLOW_CONSUMER: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
 /// 4000: the client stopped answering heartbeats.
 pub const HEARTBEAT_TIMEOUT: u16 = 4000;
-/// 4001: the connection's token expired and no fresh one came (`{"token": "..."}`).
+/// 4001: the connection's token expired and no fresh one came (`{"token": "..."}`), or
+/// the token it connected or refreshed with had expired already. A fresh token fixes it.
 pub const TOKEN_EXPIRED: u16 = 4001;
-/// 4003: a refreshed token was refused; the reason says why.
+/// 4003: a token was refused for another reason than its age (at the handshake of a client
+/// that offered `heartwire`, or on refresh); the reason says why. A retry with a token like
+/// it is refused again: clients stop. Mapped by `AuthError::close`.
 pub const TOKEN_REFUSED: u16 = 4003;
 /// 4009: the backend disconnected it (`POST <publish path>/disconnect`): logout, ban.
 pub const DISCONNECTED: u16 = 4009;

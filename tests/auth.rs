@@ -15,6 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 const CONFIG: &str = r#"
 [auth]
@@ -99,6 +100,26 @@ async fn ws_with(s: &Server, path: &str, token: &str) -> Ws {
         .unwrap_or_else(|e| panic!("connect {path}: {e}"));
     assert_eq!(res.headers()["sec-websocket-protocol"], "heartwire");
     ws
+}
+
+/// Connects offering `heartwire` and `bearer` (if not empty), as heartwire.js does, to a
+/// route that refuses the token: the server selects `heartwire`, then closes at once.
+async fn refused_by_close(s: &Server, path: &str, bearer: &str) -> CloseFrame {
+    let mut req = format!("ws://{}{path}", s.addr)
+        .into_client_request()
+        .unwrap();
+    let offered = match bearer {
+        "" => "heartwire".to_owned(),
+        b => format!("heartwire, {b}"),
+    };
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", offered.parse().unwrap());
+    let (mut ws, res) = timeout(T, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect timed out")
+        .unwrap_or_else(|e| panic!("connect {path}: {e}"));
+    assert_eq!(res.headers()["sec-websocket-protocol"], "heartwire");
+    recv_close(&mut ws).await
 }
 
 const UPGRADE: [(&str, &str); 4] = [
@@ -241,15 +262,41 @@ async fn every_bad_token_gets_its_answer_and_a_bystander_keeps_being_served() {
                 "{what}: the answer quotes the token: {error}"
             );
         }
-        // The same token as a subprotocol gets the same answer.
-        let offered = format!("heartwire, heartwire.bearer.{token}");
+        // The same token as the bearer subprotocol alone gets the same answer.
+        let offered = format!("heartwire.bearer.{token}");
         let (got, _, body) = refused(&s, "/me", &[("Sec-WebSocket-Protocol", &offered)]).await;
         assert_eq!(
             (got, body["auth"].as_str()),
             (*status, Some(*label)),
             "{what} as subprotocol"
         );
+        // Offered with `heartwire` (browsers, which never see a refused handshake's status):
+        // a 101, then a close with the same reason, 4001 for an expired token, else 4003.
+        let close = refused_by_close(&s, "/me", &offered).await;
+        let code = if *label == "expired" { 4001 } else { 4003 };
+        assert_eq!(u16::from(close.code), code, "{what}: {}", close.reason);
+        let said = close
+            .reason
+            .strip_prefix(&format!("token refused ({label}): "))
+            .unwrap_or_else(|| panic!("{what}: {}", close.reason));
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(said),
+            "{what}: the close says what the 403 says: {said} / {error}"
+        );
     }
+    // `heartwire` without a token: 4003 `missing`, saying how to send one.
+    let close = refused_by_close(&s, "/me", "").await;
+    assert_eq!(u16::from(close.code), 4003);
+    assert!(
+        close.reason.starts_with("token refused (missing): "),
+        "{}",
+        close.reason
+    );
+    // None of these sockets was ever a connection: only the bystander is listed.
+    let (_, list) = http(s.admin, "GET", "/connections", &[], b"").await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     // No token at all: 401 with a challenge and how to send one.
     let (status, head, body) = refused(&s, "/me", &[]).await;
     assert_eq!(
@@ -275,31 +322,66 @@ async fn every_bad_token_gets_its_answer_and_a_bystander_keeps_being_served() {
     assert_eq!(status, 431);
 
     // Counted by reason; the bystander was never disturbed.
+    // Each token three ways (query, bearer alone, with `heartwire`), plus the two above.
     assert_eq!(
         s.metric(r#"heartwire_auth_refusals_total{reason="invalid"}"#)
             .await,
-        10.0
+        15.0
     );
     assert_eq!(
         s.metric(r#"heartwire_auth_refusals_total{reason="expired"}"#)
             .await,
-        2.0
+        3.0
     );
     assert_eq!(
         s.metric(r#"heartwire_auth_refusals_total{reason="missing"}"#)
             .await,
-        1.0
+        2.0
     );
     assert_eq!(
         s.metric(r#"heartwire_connections_rejected_total{reason="auth"}"#)
             .await,
-        23.0
+        35.0
     );
     assert_eq!(
         s.publish("/publish?channel=user.b", "still here").await.0,
         200
     );
     assert_eq!(recv_text(&mut bystander).await, "still here");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_closed_for_its_token_holds_its_slot_only_until_the_close() {
+    // One connection per address: a slot kept by a refused socket would refuse the next.
+    let s = Server::start(&format!("[server]\nmax_connections_per_ip = 1\n{CONFIG}")).await;
+    let mut forbidden = claims("u1");
+    forbidden["channels"] = json!(["news"]);
+    for _ in 0..5 {
+        let close =
+            refused_by_close(&s, "/me", &format!("heartwire.bearer.{}", rs(&forbidden))).await;
+        assert_eq!(u16::from(close.code), 4003, "{}", close.reason);
+    }
+    let mut ok = ws_with(&s, "/me", &rs(&claims("u1"))).await;
+    assert_eq!(
+        s.publish("/publish?channel=user.u1", "through").await.0,
+        200
+    );
+    assert_eq!(recv_text(&mut ok).await, "through");
+    // While that one is open, the next refusal finds no slot: the HTTP answer, still
+    // counted as a token refusal.
+    let offered = format!("heartwire, heartwire.bearer.{}", rs(&forbidden));
+    let (status, _, body) = refused(&s, "/me", &[("Sec-WebSocket-Protocol", &offered)]).await;
+    assert_eq!(
+        (status, body["auth"].as_str()),
+        (403, Some("channel")),
+        "{body}"
+    );
+    assert_eq!(
+        s.metric(r#"heartwire_connections_rejected_total{reason="auth"}"#)
+            .await,
+        6.0
+    );
     s.stop().await;
 }
 

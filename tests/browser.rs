@@ -1,7 +1,8 @@
 //! The browser client in a real browser: Debian's Chromium driven by playwright-core
 //! (pinned in clients/js/package.json) against the real binary on 127.0.0.1. Each test
 //! starts the daemon, then `node clients/js/test/browser/<scenario>.mjs <url>`, which opens
-//! the daemon's own /demo page and prints JSON lines: `{"step": ...}` when the test must act
+//! the daemon's own /demo page (or, for tokens, a page that imports its /heartwire.js with
+//! a getToken minting HS256 tokens in node) and prints JSON lines: `{"step": ...}` when the test must act
 //! (signals), `{"result": {...}}` at the end. Every wait is bounded; nothing sleeps.
 //!
 //! Needs Chromium at `CHROMIUM_PATH` (default /usr/bin/chromium), node 18 or newer and
@@ -132,8 +133,35 @@ fn browser_ready() -> bool {
 
 /// The real binary on [`HB`] plus `server` keys, listening on `listen`.
 fn start(server: &str, listen: &str) -> Daemon {
-    let toml = format!("[server]\nlisten = \"{listen}\"\nshutdown_grace = \"2s\"\n{server}\n{HB}");
+    start_with(server, listen, "")
+}
+
+/// [`start`], with `more` config after [`HB`].
+fn start_with(server: &str, listen: &str, more: &str) -> Daemon {
+    let toml =
+        format!("[server]\nlisten = \"{listen}\"\nshutdown_grace = \"2s\"\n{server}\n{HB}\n{more}");
     daemon::start(&toml, &[])
+}
+
+/// A route whose subscribers need an HS256 token signed with tests/keys/hs.secret (the
+/// scenarios mint them in node), with no leeway so that a token a few seconds long
+/// really runs out, on the json-gzip heartbeat.
+fn auth_config() -> String {
+    format!(
+        r#"
+[auth]
+leeway = "0s"
+[[auth.key]]
+algorithm = "HS256"
+file = "{}/tests/keys/hs.secret"
+[[route]]
+path = "/me"
+auth = "jwt"
+channels = ["news", "user.{{sub}}"]
+heartbeat = "hb"
+"#,
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn url(d: &Daemon) -> String {
@@ -351,4 +379,63 @@ fn a_drained_page_waits_its_hint_and_rejoins_the_restarted_daemon() {
         "next attempt {waited} ms after the close, hint {hint} ms"
     );
     assert!(num(&r, "reconnected_ms") < 20_000.0, "{r}");
+}
+
+#[test]
+fn an_expiring_token_is_refreshed_through_get_token_and_the_socket_stays_open() {
+    if !browser_ready() {
+        return;
+    }
+    let d = start_with("", "127.0.0.1:0", &auth_config());
+    let mut s = Scenario::start("token-refresh", &url(&d));
+    let r = s.result();
+    // The first token had expired: the handshake closed with 4001, which the page can
+    // read, and the client fetched a fresh token and retried at once (no backoff).
+    let down = r["disconnects"].as_array().unwrap();
+    assert_eq!(down.len(), 1, "one close, at the start: {r}");
+    assert_eq!(down[0]["code"], 4001, "{r}");
+    assert!(
+        down[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("token refused (expired): "),
+        "{r}"
+    );
+    assert_eq!(down[0]["reconnectIn"], 0, "{r}");
+    assert!(num(&r, "retry_ms") < 2000.0, "{r}");
+    // Then one socket, never reopened, refreshed over the open socket (the token for
+    // the retry, then at least one refresh) and still delivering after its first exp.
+    assert_eq!(num(&r, "connects"), 2.0, "{r}");
+    assert!(num(&r, "calls") >= 3.0, "{r}");
+    assert!(num(&r, "message_after_exp_ms") > 1000.0, "{r}");
+    assert_eq!(r["state"], "connected", "{r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+}
+
+#[test]
+fn a_token_for_a_forbidden_channel_ends_in_one_attempt_and_a_terminal_error() {
+    if !browser_ready() {
+        return;
+    }
+    let d = start_with("", "127.0.0.1:0", &auth_config());
+    let mut s = Scenario::start("token-refused", &url(&d));
+    let r = s.result();
+    assert_eq!(r["retried"], false, "{r}");
+    assert_eq!(
+        (num(&r, "attempts"), num(&r, "calls"), num(&r, "errors")),
+        (1.0, 1.0, 1.0),
+        "{r}"
+    );
+    assert_eq!(r["code"], 4003, "{r}");
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("token refused (channel): channel \"user.alice\" is not allowed"),
+        "{r}"
+    );
+    assert!(
+        r["message"].as_str().unwrap_or_default().contains(reason),
+        "{r}"
+    );
+    assert_eq!(r["reconnect_in"], Value::Null, "{r}");
+    assert_eq!(r["state"], "disconnected", "{r}");
 }

@@ -9,7 +9,8 @@ export interface StateDetail {
   /** Reconnect attempts since the last connection that lasted `resetAfter`. */
   attempt: number;
   /** On `disconnected`: the close code (1006: failed or lost without a close frame;
-   *  4000: no heartbeat for `deadAfter` ms; 1000: `close()`). */
+   *  4000: no heartbeat for `deadAfter` ms; 1000: `close()`; 4001: the token expired;
+   *  4003: the token was refused). */
   code?: number;
   /** On `disconnected`: the close reason. */
   reason?: string;
@@ -64,16 +65,26 @@ export interface Options {
   /** Messages each async iterator holds when not read fast enough; the oldest are
    *  dropped beyond it (default 1000). */
   buffer?: number;
-  /** WebSocket subprotocols. */
+  /** WebSocket subprotocols; replaced by `["heartwire", "heartwire.bearer.<token>"]`
+   *  when there is a token. */
   protocols?: string | string[];
+  /** A JWT for a route with `auth = "jwt"`, sent as the subprotocols
+   *  `["heartwire", "heartwire.bearer.<token>"]`. Alone it is never renewed: a 4001
+   *  (expired) then stops the client like a terminal code. */
+  token?: string;
+  /** Returns a fresh JWT. Called before an attempt when there is no token yet or the one
+   *  held is due for refresh (always for a token without `exp`), after a 4001, and, on an
+   *  open connection, `refreshIn(token)` ms after it got its token (10% of the time left
+   *  before `exp`, in [5 s, 60 s], at most half of it): the new token is sent as
+   *  `{"token": "..."}` and the connection stays open. A rejection emits `error`; before an
+   *  attempt the attempt is retried with backoff, on an open connection the server's 4001
+   *  then reconnects. `exp` is read from the token unverified and compared with this
+   *  machine's clock. */
+  getToken?: () => string | Promise<string>;
   /** The WebSocket class (default: the global one). */
   WebSocket?: typeof WebSocket;
   /** Called before each planned reconnect: false stops, a number replaces the delay. */
   shouldReconnect?: (close: { code: number; reason: string; delay: number; attempt: number }) => boolean | number | void;
-  /** Not supported yet (authentication): passing it throws. */
-  token?: never;
-  /** Not supported yet (authentication): passing it throws. */
-  getToken?: never;
   /** Not supported yet (history and resume): passing it throws. */
   position?: never;
   /** Not supported yet (history and resume): passing it throws. */
@@ -110,15 +121,27 @@ export class HeartwireClient extends EventTarget implements AsyncIterable<Data> 
 /** `new HeartwireClient(url, options)`. */
 export function connect(url: string | URL | (() => string | URL), options?: Options): HeartwireClient;
 
-/** Close codes after which the client does not reconnect: 1002, 1003, 1007, 1010. */
+/** Close codes after which the client does not reconnect but emits `error`: 1002, 1003,
+ *  1007, 1010 (what it sent breaks the protocol) and 4003 (its token was refused: missing,
+ *  invalid, a channel it does not allow, ...; a retry sends a token like it again). */
 export const TERMINAL: readonly number[];
 /** Full-jitter delay for `attempt`: uniform in [0, min(maxDelay, baseDelay x 2^attempt)]. */
 export function backoff(attempt: number, baseDelay?: number, maxDelay?: number, random?: () => number): number;
 /** N from a close reason `... reconnect in N ms` (capped at 300000), or null. */
 export function parseHint(reason: string | undefined): number | null;
 /** The wait after a close; null: do not reconnect. 1001 with a drain hint: the hint; 1001
- *  without one: uniform in [0, 5000]; a terminal code: null; anything else: `backoff`. */
-export function plan(code: number, reason: string, attempt: number, options?: Options, random?: () => number): number | null;
+ *  without one: uniform in [0, 5000]; a terminal code: null; 4001 (token expired): 0 with
+ *  `options.getToken` unless `retried` (the previous close was a 4001 answered at once,
+ *  and no connection since lasted `resetAfter`), then `backoff`; null without `getToken`;
+ *  anything else: `backoff`. */
+export function plan(code: number, reason: string, attempt: number, options?: Options, random?: () => number, retried?: boolean): number | null;
+/** The `exp` claim of a JWT in ms since the epoch (its payload decoded, not verified), or
+ *  null when it has none or is no JWT. */
+export function tokenExp(token: string | null | undefined): number | null;
+/** Ms from `now` (default `Date.now()`) until `token` should be refreshed: the time left
+ *  before `exp` less 10% of it, the 10% clamped to [5 s, 60 s] and to at most half the
+ *  time left; 0 when due or past; null without `exp`. */
+export function refreshIn(token: string | null | undefined, now?: number): number | null;
 /** `{ping}` / `{pong}` from heartbeat JSON text of at most 256 characters, else null. */
 export function parseBeat(text: unknown): { ping?: unknown; pong?: unknown } | null;
 /** The beat in a gzip binary message of at most 256 bytes, else null. */

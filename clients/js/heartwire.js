@@ -1,18 +1,14 @@
-// heartwire-client: a browser client for heartwire. One ES module, no dependencies.
-// Answers json-gzip pings, pings routes whose pings the browser cannot see, finds a dead
-// server, reconnects with full-jitter backoff and honours the drain's reconnect hint.
-// API docs: heartwire.d.ts. License: MIT OR Apache-2.0.
+// heartwire-client. Docs: heartwire.d.ts. License: MIT OR Apache-2.0.
 
-const MAX_BEAT = 256; // the server's limit on heartbeat JSON
-const MAX_HINT = 300000; // a reconnect hint over 5 min is not believed
-// 1001 without a hint: spread over the server's default reconnect_jitter (operations.md).
-const SPREAD = 5000;
-const GAPS = 4; // the interval is the longest of the last GAPS gaps between pings
-// The server says what this client sent breaks the protocol: retrying sends it again.
-export const TERMINAL = [1002, 1003, 1007, 1010];
+const MAX_BEAT = 256;
+const MAX_HINT = 300000;
+const SPREAD = 5000; // 1001 without a hint: the default reconnect_jitter
+const GAPS = 4;
+// A retry would repeat what the server refused.
+export const TERMINAL = [1002, 1003, 1007, 1010, 4003];
 
 const DEFAULTS = {
-  pingInterval: 0, // 0: learn it from the server's pings (5 s until then)
+  pingInterval: 0,
   maxMissed: 2,
   margin: 1000,
   clientPings: true,
@@ -25,7 +21,6 @@ const DEFAULTS = {
   buffer: 1000,
 };
 const now = () => performance.now();
-// Relative and http(s) URLs against the page: '/app' -> ws://host/app.
 const wsUrl = (u) => {
   if (!globalThis.location) return u;
   const x = new URL(u, location.href);
@@ -42,8 +37,24 @@ export function parseHint(reason) {
   return m ? Math.min(Number(m[1]), MAX_HINT) : null;
 }
 
-export function plan(code, reason, attempt, o = DEFAULTS, random = Math.random) {
-  if (TERMINAL.includes(code)) return null;
+// exp in ms, unverified (the server verifies)
+export function tokenExp(token) {
+  try {
+    const exp = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).exp;
+    return Number.isFinite(exp) ? exp * 1000 : null;
+  } catch { return null; }
+}
+
+// 10% of the time left, in [5 s, 60 s], at most half of it
+export function refreshIn(token, t = Date.now()) {
+  const exp = tokenExp(token), left = exp - t;
+  return exp === null ? null : Math.max(0, left - Math.min(60000, Math.max(5000, left / 10), left / 2));
+}
+
+// 4001: at once with a fresh token, unless the last reconnect was for that
+export function plan(code, reason, attempt, o = DEFAULTS, random = Math.random, retried = false) {
+  if (TERMINAL.includes(code) || (code === 4001 && !o.getToken)) return null;
+  if (code === 4001 && !retried) return 0;
   if (code === 1001) return parseHint(reason) ?? random() * SPREAD;
   return backoff(attempt, o.baseDelay, o.maxDelay, random);
 }
@@ -70,7 +81,7 @@ export async function gunzipBeat(data) {
 export class HeartwireClient extends EventTarget {
   constructor(url, options = {}) {
     super();
-    for (const k of ['token', 'getToken', 'position', 'positions'])
+    for (const k of ['position', 'positions'])
       if (options[k] !== undefined) throw new Error(`heartwire-client: option ${k} is not supported yet`);
     this.url = url;
     this.o = { ...DEFAULTS, ...options };
@@ -78,6 +89,7 @@ export class HeartwireClient extends EventTarget {
     this.state = 'disconnected';
     this._attempt = 0;
     this._fails = 0;
+    this._tok = options.token;
     this._iters = new Set();
     this._probes = new Map();
     this._gaps = [];
@@ -136,7 +148,7 @@ export class HeartwireClient extends EventTarget {
     this._emit('state', { state, attempt: this._attempt, ...detail });
   }
 
-  // Online or shown again: check the socket, or retry now; a drain's hint is still waited.
+  // Online or shown: check the socket, or retry now (a drain's hint still runs out).
   _wake(online) {
     if (this._closed) return;
     if (this._ws) { if (now() - this._last >= this.deadAfter) this._dead(); return; }
@@ -149,18 +161,25 @@ export class HeartwireClient extends EventTarget {
     clearTimeout(this._timer);
     this._pending = true;
     this._due = now() + delay;
-    // Offline: `online` schedules it again.
     if (globalThis.navigator?.onLine !== false) this._timer = setTimeout(() => this._open(), Math.max(0, delay));
   }
 
-  _open() {
+  async _open() {
     clearTimeout(this._timer);
     this._pending = false;
     if (this._closed) return;
-    let ws;
+    const o = this.o;
+    let ws, tok = this._tok;
+    try {
+      if (o.getToken && !(refreshIn(tok) > 0)) tok = this._tok = await o.getToken();
+    } catch (error) {
+      this._emit('error', { message: `getToken: ${error}`, error });
+      return this._closed || this._schedule(backoff(this._attempt++, o.baseDelay, o.maxDelay));
+    }
+    if (this._closed) return;
     try {
       const url = typeof this.url === 'function' ? this.url() : this.url;
-      ws = new (this.o.WebSocket || WebSocket)(wsUrl(url), this.o.protocols);
+      ws = new (o.WebSocket || WebSocket)(wsUrl(url), tok ? ['heartwire', 'heartwire.bearer.' + tok] : o.protocols);
     } catch (err) {
       this._emit('error', { message: `cannot connect: ${err.message}`, error: err });
       return this.close();
@@ -178,11 +197,12 @@ export class HeartwireClient extends EventTarget {
       this._opened = now();
       this._fails = 0;
       this._set('connected');
+      this._renewal(ws);
       this._alive();
       this._check = setTimeout(() => this._tick(ws), this.deadAfter);
       if (this.o.clientPings) this._pinger = setTimeout(() => this._clientPing(ws), this.interval);
     };
-    // Chained: a binary message is inflated asynchronously, yet messages keep their order.
+    // Chained: messages keep their order though binary ones inflate asynchronously.
     ws.onmessage = (e) => {
       const t = now();
       this._chain = this._chain.then(() => this._message(ws, e.data, t))
@@ -193,7 +213,17 @@ export class HeartwireClient extends EventTarget {
 
   _alive() { this._last = now(); }
 
-  // One timer per connection, re-armed for what is left rather than reset per message.
+  // {"token"} before the server's 4001; if getToken fails, that close reconnects.
+  _renewal(ws) {
+    const due = refreshIn(this._tok);
+    if (this.o.getToken && due !== null) this._refresh = setTimeout(async () => {
+      try {
+        const t = await this.o.getToken();
+        if (ws === this._ws) ws.send(JSON.stringify({ token: this._tok = t })), this._renewal(ws);
+      } catch (error) { this._emit('error', { message: `getToken: ${error}`, error }); }
+    }, due);
+  }
+
   _tick(ws) {
     if (ws !== this._ws) return;
     const left = this.deadAfter - (now() - this._last);
@@ -230,14 +260,14 @@ export class HeartwireClient extends EventTarget {
       const b = await gunzipBeat(data);
       if (ws !== this._ws) return;
       if (b && 'ping' in b) {
-        // The longest recent gap: two pings flushed together do not shrink the bound.
+        // The longest recent gap: two pings flushed together do not shrink it.
         if (this._lastPing) {
           this._gaps = [...this._gaps, t - this._lastPing].slice(-GAPS);
           this._learned = Math.max(...this._gaps);
         }
         this._lastPing = t;
         clearTimeout(this._check);
-        this._tick(ws); // the interval may have changed: re-arm for the new bound
+        this._tick(ws);
         ws.send(JSON.stringify({ pong: b.ping }));
         if (this.o.clientPings && this._serverPings++ % this.o.rttEvery === 0) this._probe(ws);
         return this._emit('heartbeat', { ping: b.ping });
@@ -247,10 +277,9 @@ export class HeartwireClient extends EventTarget {
     this._iters.forEach((it) => it.push(data));
   }
 
-  // Gives up on a socket at once (a dead server never answers a close).
   _drop(ws, code, reason) {
     if (!ws) return;
-    try { ws.close(code === 1000 ? 1000 : 4000, reason.slice(0, 100)); } catch { /* already closed */ }
+    try { ws.close(code === 1000 ? 1000 : 4000, reason.slice(0, 100)); } catch {}
     this._ended(ws, code, reason);
   }
 
@@ -260,17 +289,19 @@ export class HeartwireClient extends EventTarget {
     this._ws = null;
     clearTimeout(this._check);
     clearTimeout(this._pinger);
+    clearTimeout(this._refresh);
     this._probes.clear();
     const o = this.o, opened = this._opened;
-    if (opened && now() - opened >= o.resetAfter) this._attempt = 0;
+    if (opened && now() - opened >= o.resetAfter) this._attempt = this._retried = 0;
     if (!opened) this._fails++;
-    let delay = this._closed ? null : plan(code, reason, this._attempt, o);
+    let delay = this._closed ? null : plan(code, reason, this._attempt, o, Math.random, this._retried);
+    if (code === 4001) this._tok = null, this._retried = 1;
     if (delay !== null && o.shouldReconnect) {
       const r = o.shouldReconnect({ code, reason, delay, attempt: this._attempt });
       delay = r === false ? null : typeof r === 'number' ? r : delay;
     }
     if (!opened && this._fails >= o.failuresBeforeError)
-      this._emit('error', { message: `${this._fails} connection attempts failed before open (server down, or the handshake refused: origin, path, capacity)`, failures: this._fails });
+      this._emit('error', { message: `${this._fails} connection attempts failed before open (server down, or refused: origin, path, capacity)`, failures: this._fails });
     if (delay === null && !this._closed)
       this._emit('error', { message: `server closed with ${code} ${reason}: not reconnecting`, code, reason });
     this._set('disconnected', { code, reason, reconnectIn: delay });

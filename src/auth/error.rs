@@ -1,6 +1,8 @@
 //! Why a subscriber's token was refused: the HTTP status, the metrics label and a message
 //! that says what is wrong and how to fix it, never quoting the token or any key.
 
+use crate::close;
+
 /// The longest token verified, in bytes (8 KiB, as the issue asks): a longer one is
 /// refused as [`AuthError::TooLarge`] before any decoding. Room for a few hundred
 /// channel names (the handshake's own header limits apply first).
@@ -101,6 +103,18 @@ impl AuthError {
             Self::Missing => 401,
             _ => 403,
         }
+    }
+
+    /// The close for this refusal, wherever a token is refused on a WebSocket (a handshake
+    /// answered with a close, a refresh): 4001 when it expired (a fresh token fixes it),
+    /// 4003 otherwise, and the reason `token refused (<label>): <message>`, `message` being
+    /// the refusal's text as the HTTP answer's `error` says it.
+    pub fn close(&self, message: &str) -> (u16, String) {
+        let code = match self {
+            Self::Expired => close::TOKEN_EXPIRED,
+            _ => close::TOKEN_REFUSED,
+        };
+        (code, format!("token refused ({}): {message}", self.label()))
     }
 
     /// The metrics label: one of [`ALL_LABELS`](Self::ALL_LABELS). Every way a token can

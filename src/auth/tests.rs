@@ -1000,3 +1000,24 @@ proptest! {
         let _ = v.verify(&signed_payload(&raw));
     }
 }
+
+#[test]
+fn a_refused_token_closes_with_4001_when_expired_and_4003_otherwise() {
+    let (code, reason) = AuthError::Expired.close("the token expired");
+    assert_eq!(code, crate::close::TOKEN_EXPIRED);
+    assert_eq!(reason, "token refused (expired): the token expired");
+    for e in [
+        AuthError::Missing,
+        AuthError::TooLarge { len: 9000 },
+        AuthError::BadSignature,
+        AuthError::NotYetValid,
+        AuthError::Issuer,
+        AuthError::Audience,
+        AuthError::SubjectChanged,
+        AuthError::ChannelNotAllowed("user.x".into()),
+    ] {
+        let (code, reason) = e.close(&e.to_string());
+        assert_eq!(code, crate::close::TOKEN_REFUSED, "{e:?}");
+        assert_eq!(reason, format!("token refused ({}): {e}", e.label()));
+    }
+}

@@ -57,11 +57,8 @@ where
             Refresh::Refused(e) => {
                 s.conn.vitals.route().auth_refused(e.label());
                 debug!(reason = e.label(), "token refresh refused: {e}");
-                return Step::Close(
-                    close::TOKEN_REFUSED,
-                    format!("token refused ({}): {e}", e.label()),
-                    Duration::ZERO,
-                );
+                let (code, reason) = e.close(&e.to_string());
+                return Step::Close(code, reason, Duration::ZERO);
             }
         }
     }

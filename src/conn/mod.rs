@@ -12,6 +12,7 @@ mod write;
 
 pub use session::Session;
 pub use supervisor::supervise;
+pub use write::close_with;
 
 #[cfg(test)]
 mod tests;

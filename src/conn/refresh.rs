@@ -16,7 +16,7 @@ pub(super) enum Refresh {
     NotOne,
     /// Accepted: the connection now runs out at this instant (`None`: never).
     Renewed(Option<StdInstant>),
-    /// Refused: close with 4003 and this reason.
+    /// Refused: close as [`AuthError::close`] says.
     Refused(AuthError),
 }
 

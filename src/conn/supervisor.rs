@@ -86,6 +86,9 @@ where
                 // Built per turn on purpose: when a pong clears the deadline the timer is
                 // dropped with it, rather than left to wake an idle connection for nothing.
                 () = sleep_until(deadline) => if expires.is_some_and(|at| at <= Instant::now().into_std()) {
+                    // Counted here, not by its code: a refresh with an expired token closes
+                    // with 4001 too, and is counted as a refusal.
+                    vitals.route().token_expired();
                     Step::Close(close::TOKEN_EXPIRED, EXPIRED.into(), Duration::ZERO)
                 } else {
                     Step::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout".into(), Duration::ZERO)
@@ -163,9 +166,6 @@ where
             Step::Close(code, reason, wait) => {
                 if code == close::SLOW_CONSUMER {
                     vitals.route().slow(SlowAction::Disconnect);
-                }
-                if code == close::TOKEN_EXPIRED {
-                    vitals.route().token_expired();
                 }
                 if code == close::HEARTBEAT_TIMEOUT {
                     vitals.timed_out();

@@ -76,12 +76,8 @@ where
 }
 
 /// Sends a close frame and waits up to `wait` for the peer's, then gives up the socket.
-pub(super) async fn close_with<S>(
-    ws: &mut WebSocketStream<S>,
-    code: u16,
-    reason: &str,
-    wait: Duration,
-) where
+pub async fn close_with<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str, wait: Duration)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _ = time::timeout(wait, async {

@@ -64,6 +64,12 @@ pub(super) fn selected(headers: &HeaderMap) -> Option<&str> {
     bearer
 }
 
+/// Whether the client offered `heartwire`: it then reads a refused token from a close
+/// frame (a browser never sees an HTTP status of a refused handshake).
+pub(super) fn offers_heartwire(headers: &HeaderMap) -> bool {
+    offered(headers).any(|p| p == PROTOCOL)
+}
+
 /// Every subprotocol the client offered, in order.
 fn offered(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
@@ -102,6 +108,7 @@ mod tests {
             Some("a.b.c")
         );
         assert_eq!(selected(&h), Some("heartwire"));
+        assert!(offers_heartwire(&h));
 
         let h = headers(&[(header::COOKIE, "x=1; t=cookie.tok")]);
         assert_eq!(
@@ -121,6 +128,7 @@ mod tests {
     fn a_bearer_offered_alone_is_selected_and_empty_tokens_are_none() {
         let h = headers(&[(header::SEC_WEBSOCKET_PROTOCOL, "heartwire.bearer.x")]);
         assert_eq!(selected(&h), Some("heartwire.bearer.x"));
+        assert!(!offers_heartwire(&h));
         let h = headers(&[(header::SEC_WEBSOCKET_PROTOCOL, "heartwire.bearer.")]);
         assert_eq!(token(&h, Some("token=q"), None), None);
         assert_eq!(token(&HeaderMap::new(), Some("token="), None), None);

@@ -2,12 +2,17 @@
 //! then hand the upgraded socket to the supervisor.
 //!
 //! Every refusal happens here, before a connection exists, with a status and a
-//! one-line reason that says how to fix the request.
+//! one-line reason that says how to fix the request. One kind is told differently: a
+//! refused token, to a client that offered the `heartwire` subprotocol, gets a 101 and at
+//! once a close frame with the same reason (4001 or 4003, [`AuthError::close`]),
+//! because a browser never sees the status of a refused handshake and could not tell a
+//! bad token from a network failure. That socket is never registered nor subscribed.
 
 use std::any::Any;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use hyper::body::Incoming;
@@ -15,7 +20,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{self, Instant};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -36,6 +41,13 @@ use crate::metrics::{Metrics, Rejection};
 
 /// The only WebSocket version there is (RFC 6455).
 const VERSION: &str = "13";
+
+/// Longest a socket opened only to be closed for its token may last (each of the upgrade
+/// and the close handshake), and less when `shutdown_grace` is shorter, down to
+/// [`REFUSED_MIN`].
+const REFUSED_WAIT: Duration = Duration::from_secs(1);
+/// Room for the close frame to go out even when `shutdown_grace` is 0.
+const REFUSED_MIN: Duration = Duration::from_millis(100);
 
 /// A refused handshake: the answer, and why (for metrics).
 pub(super) struct Refused {
@@ -138,13 +150,15 @@ pub(super) fn upgrade(
         None => None,
         Some(auth) => match authenticate(auth, headers, query) {
             Ok(identity) => Some(identity),
-            Err(e) => return refuse_token(edge, &route, peer, e),
+            Err(e) => return refuse_token(edge, config, &route, peer, e, req),
         },
     };
     let who = match subscribe::resolve(&route, &params, query, identity.as_ref()) {
         Ok(who) => who,
         Err(Unsubscribable::BadRequest(refusal)) => return refuse(Rejection::Channel, refusal),
-        Err(Unsubscribable::NotAllowed(e)) => return refuse_token(edge, &route, peer, e),
+        Err(Unsubscribable::NotAllowed(e)) => {
+            return refuse_token(edge, config, &route, peer, e, req);
+        }
     };
     let protocol = bearer::selected(headers).and_then(|p| HeaderValue::from_str(p).ok());
     let server = &config.server;
@@ -220,18 +234,23 @@ pub(super) fn upgrade(
     edge.tracker
         .spawn(connection(opening, slot, registration, metrics).instrument(span));
 
+    Ok(switching(&accept, protocol))
+}
+
+/// The 101 that completes a handshake.
+fn switching(accept: &str, protocol: Option<HeaderValue>) -> Response<Body> {
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
+    if let Ok(v) = HeaderValue::from_str(accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     if let Some(protocol) = protocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
-    Ok(res)
+    res
 }
 
 /// Who the request's token says its holder is, on a route that requires one.
@@ -245,13 +264,17 @@ fn authenticate(
 }
 
 /// A refused token: 401 with `WWW-Authenticate` when there was none, else 403; the body
-/// says which rule (`"auth": "expired"`), never quoting the token.
-fn refuse_token<T>(
-    edge: &Edge,
+/// says which rule (`"auth": "expired"`), never quoting the token. A client that offered
+/// `heartwire` instead gets a 101 and a close with the same reason (while a connection
+/// slot is free for that moment; else the HTTP answer). Counted as refused either way.
+fn refuse_token(
+    edge: &Arc<Edge>,
+    config: &Config,
     route: &RouteConfig,
     peer: SocketAddr,
     e: AuthError,
-) -> Result<T, Refused> {
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Refused> {
     edge.metrics.auth_refused(e.label());
     debug!(%peer, route = %route.path, reason = e.label(), "token refused: {e}");
     let reason = match (&e, &route.auth) {
@@ -267,6 +290,28 @@ fn refuse_token<T>(
         ),
         _ => e.to_string(),
     };
+    let server = &config.server;
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY);
+    if let (true, Some(key)) = (bearer::offers_heartwire(req.headers()), key) {
+        let accept = derive_accept_key(key.as_bytes());
+        // Held only while the close goes out: the socket counts against the limits it uses.
+        if let Ok(slot) = edge.slots.try_claim(
+            peer.ip(),
+            server.max_connections,
+            server.max_connections_per_ip,
+        ) {
+            edge.metrics.rejected(Rejection::Auth);
+            let (code, reason) = e.close(&reason);
+            let wait = REFUSED_WAIT.min(server.shutdown_grace).max(REFUSED_MIN);
+            let span = debug_span!("refused", %peer, route = %route.path);
+            edge.tracker
+                .spawn(close_refused(req, code, reason, wait, slot).instrument(span));
+            return Ok(switching(
+                &accept,
+                Some(HeaderValue::from_static(bearer::PROTOCOL)),
+            ));
+        }
+    }
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut refusal = Refusal::new(status, reason).with_field("auth", e.label());
     if status == StatusCode::UNAUTHORIZED {
@@ -276,6 +321,38 @@ fn refuse_token<T>(
         );
     }
     refuse(Rejection::Auth, refusal)
+}
+
+/// The task of a socket upgraded only to say why its token was refused: the close frame,
+/// then the end, each bounded by `wait`. It holds `slot` until then and nothing else.
+async fn close_refused(
+    req: Request<Incoming>,
+    code: u16,
+    reason: String,
+    wait: Duration,
+    slot: Slot,
+) {
+    match time::timeout(wait, hyper::upgrade::on(req)).await {
+        Ok(Ok(upgraded)) => {
+            let config = WebSocketConfig::default()
+                .read_buffer_size(512)
+                .max_message_size(Some(4096))
+                .max_frame_size(Some(4096));
+            let mut ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            conn::close_with(&mut ws, code, &reason, wait).await;
+            debug!(code, "closed for its token");
+            // Before the socket ends: a client that reconnects once it sees the end
+            // finds the slot free.
+            drop(slot);
+        }
+        Ok(Err(err)) => debug!(error = %err, "upgrade failed"),
+        Err(_) => debug!("upgrade timed out"),
+    }
 }
 
 /// What a connection's task needs only until its WebSocket is open. Boxed and consumed

@@ -161,6 +161,6 @@ test('the module stays under 4 KiB gzipped (the issue\'s budget)', () => {
 });
 
 test('client: options for features that do not exist yet are refused', () => {
-  assert.throws(() => new HeartwireClient('ws://x', { WebSocket: FakeSocket, token: 't' }), /not supported yet/);
-  assert.throws(() => new HeartwireClient('ws://x', { WebSocket: FakeSocket, getToken: () => 't' }), /not supported yet/);
+  assert.throws(() => new HeartwireClient('ws://x', { WebSocket: FakeSocket, position: 1 }), /not supported yet/);
+  assert.throws(() => new HeartwireClient('ws://x', { WebSocket: FakeSocket, positions: {} }), /not supported yet/);
 });

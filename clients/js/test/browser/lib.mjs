@@ -1,6 +1,8 @@
 // Shared by the browser scenarios: launch the system Chromium through playwright-core
 // (nothing is downloaded), talk to the Rust test over stdin/stdout in JSON lines, and
 // bound every wait. The scenarios run from tests/browser.rs, which starts the daemon.
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 /** Runs `main(baseUrl, page)` in Chromium at CHROMIUM_PATH (tests/browser.rs sets both). */
@@ -77,3 +79,34 @@ export async function until(page, fn, arg, ms, what) {
 
 /** The page's recorded events (see demo.html), with wall-clock times `t` in ms. */
 export const events = (page) => page.evaluate(() => window.demo.events);
+
+/** An HS256 JWT signed with tests/keys/hs.secret (the bytes less one trailing newline), as
+ *  a backend mints them: the browser tests' daemon verifies it with the same file. */
+export function mint(claims) {
+  const file = readFileSync(new URL('../../../../tests/keys/hs.secret', import.meta.url));
+  const secret = file.at(-1) === 10 ? file.subarray(0, -1) : file;
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
+}
+
+/** Opens a page on the daemon's origin with a client on `route` whose getToken asks node
+ *  for `window.nextClaims(n)` (n: calls so far) signed by `mint`; the page records events
+ *  in `window.t.events` and token calls in `window.t.calls`. */
+export async function tokenPage(page, base, route, claims) {
+  await page.exposeFunction('mintFor', (n) => mint(claims(n)));
+  await page.goto(`${base}/heartwire.js`, { timeout: 15000 });
+  await page.evaluate(async (route) => {
+    const { HeartwireClient, tokenExp } = await import('/heartwire.js');
+    const t = { events: [], calls: [] };
+    window.t = t;
+    const getToken = async () => {
+      const token = await window.mintFor(t.calls.length);
+      t.calls.push({ t: Date.now(), exp: tokenExp(token) });
+      return token;
+    };
+    t.client = new HeartwireClient(route, { getToken });
+    for (const type of ['state', 'error', 'message'])
+      t.client.on(type, (d) => t.events.push({ type, t: Date.now(), ...(type === 'message' ? { data: d } : d) }));
+  }, route);
+}
