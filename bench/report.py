@@ -349,6 +349,12 @@ def main():
         lines += cmds.read_text().splitlines()
     lines += ["```", ""]
     scaled = NOTES.get("_scale")
+    # The channels section (SUITE=channels, bench/channels_report.py) is kept as it is.
+    if out.exists():
+        prev = out.read_text()
+        begin, end = "<!-- channels: written by bench/run.sh with SUITE=channels -->", "<!-- /channels -->"
+        if begin in prev and end in prev:
+            lines += ["", begin + prev.split(begin, 1)[1].split(end, 1)[0] + end]
     out.write_text("\n".join(lines) + "\n")
 
 

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use tokio_util::sync::CancellationToken;
 
+use crate::jwt::{Minter, expand};
 use crate::stats::{PingSeen, now_ns};
 
 /// A client connection.
@@ -32,6 +33,7 @@ pub struct Dialer {
     server: SocketAddr,
     sources: Vec<Ipv4Addr>,
     next: AtomicUsize,
+    minter: Option<Minter>,
 }
 
 impl Dialer {
@@ -45,7 +47,19 @@ impl Dialer {
                 .map(|k| Ipv4Addr::new(127, b, k, 1))
                 .collect(),
             next: AtomicUsize::new(0),
+            minter: None,
         }
+    }
+
+    /// Signs a token for every path that says `{jwt}`.
+    pub fn with_minter(mut self, minter: Option<Minter>) -> Self {
+        self.minter = minter;
+        self
+    }
+
+    /// `path` for connection `i`: `{i}` and `{jwt}` filled in (see [`expand`]).
+    pub fn path_for(&self, path: &str, i: usize) -> anyhow::Result<String> {
+        expand(path, i, self.minter.as_ref())
     }
 
     /// The server address.
@@ -93,7 +107,8 @@ pub struct Opened {
     pub first_error: Option<String>,
 }
 
-/// Opens `n` connections, path `paths[i % len]`, at most `concurrency` in flight.
+/// Opens `n` connections, path `paths[i % len]` (with `{i}` = i and `{jwt}` a token for
+/// sub i), at most `concurrency` in flight.
 pub async fn connect_all(
     dialer: &Arc<Dialer>,
     n: usize,
@@ -105,8 +120,14 @@ pub async fn connect_all(
         .map(|i| {
             let dialer = dialer.clone();
             let p = i % paths.len().max(1);
-            let path = paths.get(p).cloned().unwrap_or_else(|| "/".into());
-            async move { (p, dialer.connect(&path).await) }
+            let path = paths.get(p).map_or("/", String::as_str);
+            let path = dialer.path_for(path, i);
+            async move {
+                match path {
+                    Ok(path) => (p, dialer.connect(&path).await),
+                    Err(e) => (p, Err(e)),
+                }
+            }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()

@@ -5,6 +5,7 @@
 
 mod client;
 mod floor;
+mod jwt;
 mod procstat;
 mod publisher;
 mod scenario;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use scenario::{Common, echo, fanout, heartbeat, idle};
+use scenario::{Common, echo, fanout, handshake, heartbeat, idle, personal};
 
 /// Benchmarks for heartwire, the seed's Tornado demo and a raw-socket floor.
 #[derive(Parser)]
@@ -60,6 +61,20 @@ enum Command {
         common: Common,
         #[command(flatten)]
         args: fanout::Args,
+    },
+    /// N connections each on its own channel, M publishes at rate R to random users.
+    Personal {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: personal::Args,
+    },
+    /// N connections opened and closed, C in flight: handshakes/s, CPU per handshake.
+    Handshake {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: handshake::Args,
     },
     /// The raw-socket floor server.
     Floor {
@@ -109,6 +124,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Echo { common, args } => {
             common.check()?;
             echo::run(&common, &args).await?
+        }
+        Command::Personal { common, args } => {
+            common.check()?;
+            personal::run(&common, &args).await?
+        }
+        Command::Handshake { common, args } => {
+            common.check()?;
+            handshake::run(&common, &args).await?
         }
         Command::Heartbeat { common, args } => {
             common.check()?;

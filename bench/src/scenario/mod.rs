@@ -2,8 +2,10 @@
 
 pub mod echo;
 pub mod fanout;
+pub mod handshake;
 pub mod heartbeat;
 pub mod idle;
+pub mod personal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ConnReport, Dialer, Shared, Ws, drive};
+use crate::jwt::{JwtArgs, Minter};
 use crate::procstat::Proc;
 
 /// Settings every scenario shares.
@@ -36,6 +39,9 @@ pub struct Common {
     /// Path of the publish endpoint.
     #[arg(long, default_value = "/publish")]
     pub publish_path: String,
+    /// Tokens for `{jwt}` in paths.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
 }
 
 impl Common {
@@ -46,6 +52,7 @@ impl Common {
             "--server must be a loopback address (127.0.0.0/8 or ::1), got {}",
             self.server
         );
+        Minter::from_args(&self.jwt)?;
         Ok(())
     }
 
@@ -56,7 +63,8 @@ impl Common {
 
     /// A dialer for the server.
     pub fn dialer(&self) -> Arc<Dialer> {
-        Arc::new(Dialer::new(self.server, self.sources))
+        let minter = Minter::from_args(&self.jwt).ok().flatten();
+        Arc::new(Dialer::new(self.server, self.sources).with_minter(minter))
     }
 }
 
