@@ -14,8 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from channels_report import BEGIN as CHANNELS_BEGIN, END as CHANNELS_END
+
 SERVERS = ["heartwire", "floor", "tornado"]
 COLORS = {"heartwire": "#d62728", "floor": "#1f77b4", "tornado": "#2ca02c"}
+# Sections of BENCHMARKS.md that other runs write (begin and end markers), in this order.
+KEPT_SECTIONS = [("<!-- tls -->", "<!-- /tls -->"), (CHANNELS_BEGIN, CHANNELS_END)]
 
 
 def dig(d, path):
@@ -349,13 +353,16 @@ def main():
         lines += cmds.read_text().splitlines()
     lines += ["```", ""]
     scaled = NOTES.get("_scale")
-    # The TLS section comes from a separate run (SERVERS="heartwire heartwire-tls" COMPARE=...,
-    # see bench/run.sh) and is kept as it is until that run is repeated.
+    # Sections written by other runs, kept as they are until those runs are repeated: TLS
+    # (SERVERS="heartwire heartwire-tls" COMPARE=..., see bench/run.sh; copied from
+    # $OUT/compare.md) and channels (SUITE=channels, written by bench/channels_report.py).
     if out.exists():
         old = out.read_text()
-        start, end = old.find("<!-- tls -->"), old.find("<!-- /tls -->")
-        if 0 <= start < end:
-            lines += ["", old[start:end + len("<!-- /tls -->")]]
+        for begin, end in KEPT_SECTIONS:
+            start = old.find(begin)
+            stop = old.find(end, start + len(begin)) if start >= 0 else -1
+            if stop >= 0:
+                lines += ["", old[start:stop + len(end)]]
     out.write_text("\n".join(lines) + "\n")
 
 

@@ -5,6 +5,9 @@
 #
 #   bench/run.sh                 # the whole comparison, < 15 min on 2 cores
 #   RUNS=1 IDLE_CONNS=2000 FANOUT_CLIENTS=1000 bench/run.sh   # a quick smoke run
+#   SUITE=channels bench/run.sh  # issue 13 only (addressed channels, JWT handshakes), heartwire
+#                                # alone, each figure against a plain route in the same run;
+#                                # rewrites only the channels section of BENCHMARKS.md
 #   BASE_BIN=/path/to/old/heartwire SERVERS="base heartwire" bench/run.sh
 #                                # before/after a change: the same scenarios against another
 #                                # heartwire build, interleaved per run; prints the medians and
@@ -49,9 +52,18 @@ PORT_HW=${PORT_HW:-18080}
 PORT_ADMIN=${PORT_ADMIN:-19090}
 PORT_TW=${PORT_TW:-18081}
 PORT_FL=${PORT_FL:-18082}
-HS_CONNS=${HS_CONNS:-2000}          # handshake: short connections opened and closed
+HS_CONNS=${HS_CONNS:-2000}           # handshake: short connections, each dropped once open
 SERVERS=${SERVERS:-"heartwire tornado floor"}
 CASES=${CASES:-"idle B1 B3 P1 echo reload heartbeat handshake"}
+SUITE=${SUITE:-core}                 # core: the comparison above; channels: issue 13
+CH_CONNS=${CH_CONNS:-19000}          # channels: connections for memory and personal publishes
+CH_HOLD=${CH_HOLD:-2}                # channels: seconds held before the RSS reading is final
+CH_COUNT=${CH_COUNT:-30000}          # channels: personal publishes
+CH_RATE=${CH_RATE:-10000}            # channels: personal publishes per second
+CH_PUBLISHERS=${CH_PUBLISHERS:-8}    # channels: keep-alive publish connections
+HS_SEQ=${HS_SEQ:-2000}               # channels: sequential handshakes per auth mode
+HS_N=${HS_N:-5000}                   # channels: concurrent handshakes per auth mode
+HS_IN_FLIGHT=${HS_IN_FLIGHT:-32}
 BASE_BIN=${BASE_BIN:-}
 COMPARE=${COMPARE:-}
 if [[ -n "$BASE_BIN" && -z "$COMPARE" ]]; then COMPARE="base heartwire"; fi
@@ -89,7 +101,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 HW=$TARGET/release/heartwire
 BENCH=$TARGET/release/heartwire-bench
 
-if [[ " $SERVERS " == *" tornado "* ]]; then
+# Tornado only when it is one of the servers (SUITE=channels runs heartwire alone).
+if [[ $SUITE != channels && " $SERVERS " == *" tornado "* ]]; then
     log "virtualenv bench/.venv with tornado"
     if [[ ! -x bench/.venv/bin/python ]]; then
         python3 -m venv bench/.venv
@@ -152,6 +165,34 @@ channel = "echo"
 on_message = "echo"
 echo_prefix = "new message :"
 ${2:-}
+${HW_EXTRA:-}
+TOML
+}
+
+# Channel routes and subscriber keys (issue 13), appended to the config by SUITE=channels:
+# /user gives each connection the channel user.<u> from its query plus "shared"; /me the
+# same from a verified token's sub. Test keys from tests/keys/ (public, test-only).
+channels_extra() {
+    cat <<TOML
+[[route]]
+path = "/user"
+channels = ["user.{query.u}", "shared"]
+heartbeat = "frames"
+
+[[route]]
+path = "/me"
+auth = "jwt"
+channels = ["user.{sub}", "shared"]
+heartbeat = "frames"
+
+[auth]
+[[auth.key]]
+algorithm = "HS256"
+file = "$ROOT/tests/keys/hs.secret"
+
+[[auth.key]]
+algorithm = "ES256"
+file = "$ROOT/tests/keys/ec.pub"
 TOML
 }
 
@@ -208,6 +249,87 @@ scenario() {
     fi
 }
 
+if [[ $SUITE == channels ]]; then
+    HW_EXTRA=$(channels_extra)
+    SERVERS=heartwire
+    rm -f "$OUT"/channels.jsonl
+    : > "$OUT/channels-commands.txt"
+    HS=(--jwt-alg hs256 --jwt-key "$ROOT/tests/keys/hs.secret")
+    ES=(--jwt-alg es256 --jwt-key "$ROOT/tests/keys/ec.key")
+    # chscenario RUN CASE SCENARIO ARGS...: like scenario below, into channels.jsonl.
+    chscenario() {
+        local run=$1 case=$2 sc=$3; shift 3
+        local cmd=("$BENCH" "$sc" --server "127.0.0.1:$PORT" --pid "$SERVER_PID" --label heartwire "$@")
+        [[ $run == 1 ]] && echo "heartwire-bench $sc --server 127.0.0.1:PORT --pid PID --label heartwire ${*//$ROOT\//}" >> "$OUT/channels-commands.txt"
+        local line
+        if line=$(timeout "$SCENARIO_TIMEOUT" "${cmd[@]}" 2>>"$OUT/bench.log"); then
+            printf '{"run": %s, "case": "%s", "summary": %s}\n' "$run" "$case" "$line" >> "$OUT/channels.jsonl"
+            log "  $case done"
+        else
+            log "  $case FAILED (see $OUT/bench.log)"
+        fi
+    }
+    LAST_RUN_S=0
+    for run in $(seq 1 "$RUNS"); do
+        if (( $(date +%s) - START + LAST_RUN_S > BUDGET_S )); then
+            log "a run takes ~${LAST_RUN_S}s and the budget is ${BUDGET_S}s: stopping after $((run - 1)) runs"
+            break
+        fi
+        RUN_START=$(date +%s)
+        log "channels run $run"
+        # Memory: a fresh server per figure, so each starts from the same RSS.
+        for m in "M1-plain /news" "M1-user /user?u={i}" "M1-jwt /me?token={jwt}"; do
+            read -r mcase mpath <<< "$m"
+            start_server heartwire "$IDLE_PING"
+            extra=()
+            [[ $mcase == M1-jwt ]] && extra=("${HS[@]}")
+            chscenario "$run" "$mcase" idle --conns "$CH_CONNS" --paths "$mpath" --hold "$CH_HOLD" --big 0 "${extra[@]}"
+            stop_server
+        done
+        start_server heartwire "$IDLE_PING"
+        chscenario "$run" B1-plain fanout --clients "$FANOUT_CLIENTS" --count "$B1_COUNT" --rate "$B1_RATE" --drain "$DRAIN" \
+            --max-secs "$(( B1_COUNT / B1_RATE * 2 + 2 ))"
+        chscenario "$run" B1-shared fanout --clients "$FANOUT_CLIENTS" --path '/user?u={i}' --channel shared --count "$B1_COUNT" \
+            --rate "$B1_RATE" --drain "$DRAIN" --max-secs "$(( B1_COUNT / B1_RATE * 2 + 2 ))"
+        chscenario "$run" B1-shared19k fanout --clients "$CH_CONNS" --path '/user?u={i}' --channel shared --count "$B1_COUNT" \
+            --rate "$B1_RATE" --drain "$DRAIN" --max-secs "$(( B1_COUNT / B1_RATE * 2 + 2 ))"
+        chscenario "$run" U1 personal --clients "$CH_CONNS" --path '/user?u={i}' --prefix user. --count "$CH_COUNT" \
+            --rate "$CH_RATE" --publishers "$CH_PUBLISHERS" --drain "$DRAIN" --max-secs "$(( CH_COUNT / CH_RATE * 2 + 2 ))"
+        # Handshakes on a fresh server (19 000 connections just closed would slow whichever
+        # mode comes first), after an untimed warm-up of every mode.
+        stop_server
+        start_server heartwire "$IDLE_PING"
+        for mode in none hs256 es256; do
+            case $mode in
+                none) path=/news; extra=() ;;
+                hs256) path='/me?token={jwt}'; extra=("${HS[@]}") ;;
+                es256) path='/me?token={jwt}'; extra=("${ES[@]}") ;;
+            esac
+            chscenario "$run" "A1-warmup-$mode" handshake --count 300 --in-flight "$HS_IN_FLIGHT" --path "$path" "${extra[@]}"
+        done
+        for mode in none hs256 es256; do
+            case $mode in
+                none) path=/news; extra=() ;;
+                hs256) path='/me?token={jwt}'; extra=("${HS[@]}") ;;
+                es256) path='/me?token={jwt}'; extra=("${ES[@]}") ;;
+            esac
+            chscenario "$run" "A1-seq-$mode" handshake --count "$HS_SEQ" --in-flight 1 --path "$path" "${extra[@]}"
+            chscenario "$run" "A1-conc-$mode" handshake --count "$HS_N" --in-flight "$HS_IN_FLIGHT" --path "$path" "${extra[@]}"
+        done
+        stop_server
+        LAST_RUN_S=$(( $(date +%s) - RUN_START ))
+    done
+    export RUNS CH_CONNS CH_HOLD CH_COUNT CH_RATE CH_PUBLISHERS HS_SEQ HS_N HS_IN_FLIGHT FANOUT_CLIENTS B1_COUNT B1_RATE DRAIN IDLE_PING
+    export ELAPSED=$(( $(date +%s) - START )) BUILD_S
+    REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [[ -n "$(git status --porcelain -- src Cargo.toml 2>/dev/null)" ]]; then REVISION="$REVISION + uncommitted changes in src/"; fi
+    export REVISION
+    python3 bench/channels_report.py "$OUT" BENCHMARKS.md
+    log "done in $(( $(date +%s) - START ))s: channels section of BENCHMARKS.md, $OUT/channels.jsonl"
+    exit 0
+fi
+
+
 b3_count=$(( B3_RATE * B3_SECS ))
 reload_count=$(( 50 * RELOAD_SECS ))
 LAST_RUN_S=0
@@ -242,7 +364,7 @@ for run in $(seq 1 "$RUNS"); do
         stop_server
         start_server "$name" "$HB_INTERVAL"
         CASE=heartbeat scenario "$run" "$name" heartbeat --conns "$HB_CONNS" --silent "$HB_SILENT" --window "$HB_WINDOW"
-        CASE=handshake scenario "$run" "$name" handshake --conns "$HS_CONNS"
+        CASE=handshake scenario "$run" "$name" handshake --count "$HS_CONNS" --drop
         stop_server
     done
     LAST_RUN_S=$(( $(date +%s) - RUN_START ))

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use tokio_util::sync::CancellationToken;
 
+use crate::jwt::{Minter, expand};
 use crate::stats::{PingSeen, now_ns};
 use crate::tls::{Stream, secure};
 use tokio_rustls::TlsConnector;
@@ -35,6 +36,7 @@ pub struct Dialer {
     sources: Vec<Ipv4Addr>,
     next: AtomicUsize,
     tls: Option<TlsConnector>,
+    minter: Option<Minter>,
 }
 
 impl Dialer {
@@ -50,12 +52,24 @@ impl Dialer {
                 .collect(),
             next: AtomicUsize::new(0),
             tls,
+            minter: None,
         }
+    }
+
+    /// Signs a token for every path that says `{jwt}`.
+    pub fn with_minter(mut self, minter: Option<Minter>) -> Self {
+        self.minter = minter;
+        self
     }
 
     /// The TLS connector, for `--tls` runs.
     pub fn tls(&self) -> Option<TlsConnector> {
         self.tls.clone()
+    }
+
+    /// `path` for connection `i`: `{i}` and `{jwt}` filled in (see [`expand`]).
+    pub fn path_for(&self, path: &str, i: usize) -> anyhow::Result<String> {
+        expand(path, i, self.minter.as_ref())
     }
 
     /// The server address.
@@ -107,7 +121,8 @@ pub struct Opened {
     pub first_error: Option<String>,
 }
 
-/// Opens `n` connections, path `paths[i % len]`, at most `concurrency` in flight.
+/// Opens `n` connections, path `paths[i % len]` (with `{i}` = i and `{jwt}` a token for
+/// sub i), at most `concurrency` in flight.
 pub async fn connect_all(
     dialer: &Arc<Dialer>,
     n: usize,
@@ -119,8 +134,14 @@ pub async fn connect_all(
         .map(|i| {
             let dialer = dialer.clone();
             let p = i % paths.len().max(1);
-            let path = paths.get(p).cloned().unwrap_or_else(|| "/".into());
-            async move { (p, dialer.connect(&path).await) }
+            let path = paths.get(p).map_or("/", String::as_str);
+            let path = dialer.path_for(path, i);
+            async move {
+                match path {
+                    Ok(path) => (p, dialer.connect(&path).await),
+                    Err(e) => (p, Err(e)),
+                }
+            }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()

@@ -5,6 +5,7 @@
 
 mod client;
 mod floor;
+mod jwt;
 mod procstat;
 mod publisher;
 mod scenario;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use scenario::{Common, echo, fanout, handshake, heartbeat, idle};
+use scenario::{Common, echo, fanout, handshake, heartbeat, idle, personal};
 
 /// Benchmarks for heartwire, the seed's Tornado demo and a raw-socket floor.
 #[derive(Parser)]
@@ -62,7 +63,15 @@ enum Command {
         #[command(flatten)]
         args: fanout::Args,
     },
-    /// N short connections, each closed once open: handshakes/s and server CPU each.
+    /// N connections each on its own channel, M publishes at rate R to random users.
+    Personal {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: personal::Args,
+    },
+    /// N connections opened (TLS with --tls, a token with `{jwt}`) and closed, C in flight:
+    /// handshakes/s, their latency, server CPU per handshake.
     Handshake {
         #[command(flatten)]
         common: Common,
@@ -117,6 +126,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Echo { common, args } => {
             common.check()?;
             echo::run(&common, &args).await?
+        }
+        Command::Personal { common, args } => {
+            common.check()?;
+            personal::run(&common, &args).await?
         }
         Command::Handshake { common, args } => {
             common.check()?;

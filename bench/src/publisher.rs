@@ -56,6 +56,14 @@ impl Publisher {
         }
     }
 
+    /// Publishes to `channel` from now on (the same endpoint path).
+    pub fn set_channel(&mut self, path: &str, channel: &str) {
+        self.target.clear();
+        self.target.push_str(path);
+        self.target.push_str("?channel=");
+        self.target.push_str(channel);
+    }
+
     /// POSTs `body`; reconnects once if the kept-alive connection was closed.
     pub async fn post(&mut self, content_type: &str, body: &[u8]) -> anyhow::Result<Published> {
         match timeout(REQUEST_TIMEOUT, self.post_once(content_type, body)).await {

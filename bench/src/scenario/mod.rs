@@ -5,6 +5,7 @@ pub mod fanout;
 pub mod handshake;
 pub mod heartbeat;
 pub mod idle;
+pub mod personal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ConnReport, Dialer, Shared, Ws, drive};
+use crate::jwt::{JwtArgs, Minter};
 use crate::procstat::Proc;
 
 /// Settings every scenario shares.
@@ -40,6 +42,9 @@ pub struct Common {
     /// The server speaks TLS: wss:// and https:// (its certificate is not checked).
     #[arg(long)]
     pub tls: bool,
+    /// Tokens for `{jwt}` in paths.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
 }
 
 impl Common {
@@ -50,6 +55,7 @@ impl Common {
             "--server must be a loopback address (127.0.0.0/8 or ::1), got {}",
             self.server
         );
+        Minter::from_args(&self.jwt)?;
         Ok(())
     }
 
@@ -61,7 +67,8 @@ impl Common {
     /// A dialer for the server.
     pub fn dialer(&self) -> Arc<Dialer> {
         let tls = self.tls.then(crate::tls::connector);
-        Arc::new(Dialer::new(self.server, self.sources, tls))
+        let minter = Minter::from_args(&self.jwt).ok().flatten();
+        Arc::new(Dialer::new(self.server, self.sources, tls).with_minter(minter))
     }
 }
 
