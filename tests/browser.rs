@@ -238,10 +238,7 @@ impl Scenario {
 
 impl Drop for Scenario {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        daemon::end(&mut self.child);
     }
 }
 

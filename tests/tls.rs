@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::daemon::{self, BIN, message};
-use common::{Server, T};
+use common::{Server, T, exchange};
 use futures_util::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SerialNumber};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -138,28 +138,20 @@ async fn recv_text(ws: &mut Wss) -> String {
     }
 }
 
-/// POSTs `body` to `/publish?channel=/ws` over https; the status and body.
+/// A request that publishes `body` to channel `/ws`.
+fn publish_request(body: &str) -> String {
+    format!(
+        "POST /publish?channel=/ws HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// POSTs `body` to `/publish?channel=/ws` over https; the status and the response.
 async fn https_publish(tls: &TlsConnector, addr: SocketAddr, body: &str) -> (u16, String) {
     let mut tls = connect(tls, addr).await;
     let (_, session) = tls.get_ref();
     assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let request = format!(
-        "POST /publish?channel=/ws HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tls.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    timeout(T, tls.read_to_end(&mut out))
-        .await
-        .expect("no HTTPS response in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {text:?}"));
-    (status, text)
+    exchange(&mut tls, publish_request(body).as_bytes()).await
 }
 
 /// Bytes the server sends before it closes a connection that opened with `bytes`.
@@ -290,27 +282,15 @@ async fn the_proxy_header_comes_before_tls() {
     .await
     .expect("no WebSocket handshake in time")
     .expect("WebSocket handshake");
-    let (status, _) = {
+    let (status, text) = {
         let mut tcp = TcpStream::connect(s.addr).await.unwrap();
         tcp.write_all(b"PROXY TCP4 192.0.2.8 127.0.0.1 5556 443\r\n")
             .await
             .unwrap();
         let mut stream = handshake(&tls, tcp).await;
-        let body = "through the proxy";
-        let request = format!(
-            "POST /publish?channel=/ws HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        timeout(T, stream.read_to_end(&mut out))
-            .await
-            .expect("no response in time")
-            .unwrap();
-        let text = String::from_utf8_lossy(&out).into_owned();
-        (text.split(' ').nth(1).map(str::to_owned), text)
+        exchange(&mut stream, publish_request("through the proxy").as_bytes()).await
     };
-    assert_eq!(status.as_deref(), Some("200"));
+    assert_eq!(status, 200, "{text}");
     match timeout(T, ws.next()).await.expect("no message in time") {
         Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), "through the proxy"),
         other => panic!("expected text, got {other:?}"),

@@ -8,9 +8,9 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 
+use super::bounded::read_bounded_text;
 use super::raw::RawConfig;
 use super::types::*;
-use super::validate::read_bounded;
 
 /// Reads `path`, then `HEARTWIRE_SECTION__KEY` environment overrides, and validates.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -20,7 +20,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// The file plus the environment, parsed but not yet validated.
 pub(super) fn raw(path: &Path) -> Result<RawConfig, ConfigError> {
     // The message names the file.
-    let text = read_bounded(path, MAX_CONFIG_FILE).map_err(|e| ConfigError::Parse(vec![e]))?;
+    let text = read_bounded_text(path, MAX_CONFIG_FILE).map_err(|e| ConfigError::Parse(vec![e]))?;
     let (vars, mut lines) = environment();
     let mut figment = Figment::new().merge(Toml::string(&text));
     for var in vars {
@@ -42,7 +42,7 @@ pub(super) fn raw(path: &Path) -> Result<RawConfig, ConfigError> {
 /// again: it is meant for the error path.
 pub fn provenance(path: &Path, key: &str, value: &str) -> String {
     let file = path.display();
-    let Ok(text) = read_bounded(path, MAX_CONFIG_FILE) else {
+    let Ok(text) = read_bounded_text(path, MAX_CONFIG_FILE) else {
         return format!("{key} in {file}");
     };
     let mut figment = Figment::new().merge(Toml::string(&text));

@@ -5,10 +5,12 @@
 //! `log_dir` (`[log] dir`), `token_file` (`publish.token_file`, systemd credentials) and
 //! `tls` (`[server.tls]`: the certificate and key, loaded and checked) for their keys;
 //! [`load`] reads the file and the `HEARTWIRE_*` environment; `effective` writes the
-//! config back out for `check --print`. Loading is pure (no side effects beyond
-//! reading files and asking whether the log directory is writable) and every error names
-//! the file (or the environment variable), the key and the fix.
+//! config back out for `check --print`; `bounded` reads the files a config names only up
+//! to a limit. Loading is pure (no side effects beyond reading files and asking whether
+//! the log directory is writable) and every error names the file (or the environment
+//! variable), the key and the fix.
 
+mod bounded;
 mod effective;
 mod load;
 mod log_dir;

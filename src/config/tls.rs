@@ -3,7 +3,6 @@
 //! so that a bad pair is refused like any invalid value, at start and on reload.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
+use super::bounded::read_bounded;
 use super::token_file;
 
 /// Largest `server.tls.cert_file` read: a chain of a few certificates is a few KiB.
@@ -166,25 +166,6 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         ),
         e => format!("`{}` is not valid PEM: {e}", path.display()),
     })
-}
-
-/// Reads a file of at most `max` bytes (a config names its files: `/dev/zero` must not
-/// fill memory).
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    let cannot = |e: std::io::Error| format!("cannot read `{}`: {e}", path.display());
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(cannot)?
-        .take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > max {
-        return Err(format!(
-            "`{}` is larger than {max} bytes: is it the right file?",
-            path.display()
-        ));
-    }
-    Ok(bytes)
 }
 
 /// The leaf's expiry (seconds since the epoch), or why it is not valid at `now`.

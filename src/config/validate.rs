@@ -2,13 +2,13 @@
 //! applied, each error naming the file and the key.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::bounded::read_bounded_text;
 use super::origin::{OriginPattern, Origins};
 use super::proxies::trusted_proxies;
 use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
@@ -663,7 +663,7 @@ fn check_path(path: &str) -> Result<(), String> {
 fn read_token(written: &Path, source: &Path) -> Result<String, String> {
     let file = token_file::resolve_here(written, source)?;
     let credential = token_file::credential(written)?;
-    let text = read_bounded(&file, MAX_TOKEN_FILE).map_err(|e| match credential {
+    let text = read_bounded_text(&file, MAX_TOKEN_FILE).map_err(|e| match credential {
         Some(name) => format!(
             "{e} (is LoadCredential={name}:/etc/heartwire/{name} in the unit, and does its source exist?)"
         ),
@@ -684,23 +684,4 @@ fn read_token(written: &Path, source: &Path) -> Result<String, String> {
         });
     }
     Ok(token.to_owned())
-}
-
-/// Reads a text file of at most `max` bytes (a config names its files: `/dev/zero` must
-/// not fill memory).
-pub(super) fn read_bounded(path: &Path, max: u64) -> Result<String, String> {
-    let cannot = |e: std::io::Error| format!("cannot read `{}`: {e}", path.display());
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .map_err(cannot)?
-        .take(max + 1)
-        .read_to_string(&mut text)
-        .map_err(cannot)?;
-    if text.len() as u64 > max {
-        return Err(format!(
-            "`{}` is larger than {max} bytes: is it the right file?",
-            path.display()
-        ));
-    }
-    Ok(text)
 }

@@ -166,10 +166,15 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // Only this test's own child, by its handle.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        end(&mut self.child);
+    }
+}
+
+/// Kills `child` if it is still running, and reaps it: only a test's own child, by its
+/// handle.
+pub fn end(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

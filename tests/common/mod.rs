@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use heartwire::config::{self, Config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -222,8 +222,20 @@ pub async fn http_with_head(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body);
+    let (status, text) = exchange(&mut stream, &req).await;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// Writes a whole HTTP/1.1 `request` to `stream` (plain or TLS) and reads until the
+/// server closes it; returns the status and the whole response.
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+) -> (u16, String) {
+    stream.write_all(request).await.unwrap();
     let mut out = Vec::new();
     timeout(T, stream.read_to_end(&mut out))
         .await
@@ -235,8 +247,7 @@ pub async fn http_with_head(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("bad response: {text:?}"));
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (status, head.to_owned(), body.to_owned())
+    (status, text)
 }
 
 /// A WebSocket client on a raw socket: it answers nothing unless told to, and can send
