@@ -28,9 +28,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message (and frame) a client may send.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
-/// Messages a route buffers for its slowest reader before cutting it off.
+/// Messages a connection's mailbox holds before the slow-consumer policy applies.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
-/// Bytes a reader may fall behind its route before it gets the slow-consumer policy.
+/// Bytes a connection's mailbox holds before the slow-consumer policy applies.
 pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Most connections still speaking HTTP (handshakes, publishes, static pages) at once.
 pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
@@ -59,7 +59,7 @@ pub const CLIENT_DEMO_PATH: &str = "/demo";
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest message, frame or publish body a config may allow (tungstenite's own default).
 pub const MAX_SIZE_LIMIT: usize = 64 * 1024 * 1024;
-/// Largest `server.outbound_queue`: each route allocates its ring up front.
+/// Largest `server.outbound_queue`: a mailbox may grow to this many frames.
 pub const MAX_OUTBOUND_QUEUE: usize = 65_536;
 /// Largest `server.outbound_queue_bytes`.
 pub const MAX_OUTBOUND_QUEUE_BYTES: usize = 1024 * 1024 * 1024;
@@ -110,9 +110,9 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Largest incoming frame.
     pub max_frame_size: usize,
-    /// Messages a route buffers for its slowest reader.
+    /// Messages a connection's mailbox holds.
     pub outbound_queue: usize,
-    /// Bytes a reader may fall behind its route.
+    /// Bytes a connection's mailbox holds.
     pub outbound_queue_bytes: usize,
     /// Most connections not (yet) upgraded to WebSocket.
     pub max_http_connections: usize,

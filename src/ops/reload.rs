@@ -6,11 +6,11 @@
 //! - origins, welcome, prefixes, on_message: new handshakes;
 //! - publish token and limits, connection limits, `server.trusted_proxies`: the next
 //!   request or handshake;
-//! - `server.outbound_queue_bytes`, `write_timeout`, message sizes, `proxy_protocol`: new
-//!   connections;
+//! - `server.outbound_queue`, `outbound_queue_bytes`, `write_timeout`, message sizes,
+//!   `proxy_protocol`: new connections (each connection's mailbox keeps its bounds);
 //! - the `[server.tls]` certificate and key: new handshakes (a pair that does not load,
 //!   match or is expired makes the reload invalid, and the running pair stays);
-//! - `server.listen`, `server.outbound_queue`, adding or removing `[server.tls]`, `[admin]` and `[log]` `format`, `dir` and
+//! - `server.listen`, adding or removing `[server.tls]`, `[admin]` and `[log]` `format`, `dir` and
 //!   `rotation`: only after a restart (a reload logs a warning for each).
 
 use std::path::Path;
@@ -139,11 +139,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.admin != new.admin {
         lines.push("[admin] changed: restart heartwire to move the admin listener");
-    }
-    if old.server.outbound_queue != new.server.outbound_queue {
-        lines.push(
-            "server.outbound_queue changed: applies to routes added from now on; restart for the rest",
-        );
     }
     // The logger is built once at start; only its level follows a reload.
     if old.log.format != new.log.format {
