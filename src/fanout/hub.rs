@@ -170,11 +170,6 @@ impl Hub {
         self.read().templates.iter().any(|t| t.could_produce(name))
     }
 
-    /// Number of channels held by at least one connection.
-    pub fn channel_count(&self) -> usize {
-        self.subs.len()
-    }
-
     /// Queues `msg` for every connection `target` names, once each. The message is
     /// encoded once, whatever the number of recipients.
     pub fn deliver(&self, target: &Target, msg: Message) -> Reached {

@@ -124,6 +124,7 @@ impl Subscriptions {
     }
 
     /// Number of live channels.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.read().len()
     }
