@@ -19,16 +19,22 @@ pub const HEARTBEAT_TIMEOUT: u16 = 4000;
 /// 4001: the connection's token expired and no fresh one came (`{"token": "..."}`), or
 /// the token it connected or refreshed with had expired already. A fresh token fixes it.
 pub const TOKEN_EXPIRED: u16 = 4001;
-/// 4003: a token was refused for another reason than its age (at the handshake of a client
-/// that offered `heartwire`, or on refresh); the reason says why. A retry with a token like
-/// it is refused again: clients stop. Mapped by `AuthError::close`.
-pub const TOKEN_REFUSED: u16 = 4003;
+/// 4003: refused, and a retry is refused again, so clients stop: a token refused for
+/// another reason than its age (at the handshake of a client that offered `heartwire`, or
+/// on refresh; mapped by `AuthError::close`), or an Origin the route's `origins` do not
+/// allow (at the handshake of a client that offered `heartwire`). The reason says why and
+/// what to change.
+pub const REFUSED: u16 = 4003;
 /// 4009: the backend disconnected it (`POST <publish path>/disconnect`): logout, ban.
+/// Clients do not reconnect.
 pub const DISCONNECTED: u16 = 4009;
 
-/// A close frame with `code` and a reason (truncated to the 123 bytes a frame holds).
+/// The most a close reason holds, in bytes (a control frame's 125 less the code's 2).
+pub const MAX_REASON: usize = 123;
+
+/// A close frame with `code` and a reason (truncated to [`MAX_REASON`] bytes).
 pub fn frame(code: u16, reason: &str) -> CloseFrame {
-    let mut end = reason.len().min(123);
+    let mut end = reason.len().min(MAX_REASON);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }

@@ -2,15 +2,17 @@
 //! then shut down in order (stop accepting, drain, wait out the grace, stop the broker).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
+use crate::config::{BrokerConfig, Config};
 use crate::edge::{self, Edge};
+use crate::fanout::history_file::{self, Loaded};
 use crate::fanout::{Broker, Hub, drain};
 use crate::ops::{self, Ops};
 
@@ -29,6 +31,7 @@ pub async fn run_with(
     broker: Arc<dyn Broker>,
 ) -> anyhow::Result<()> {
     let hub = Arc::new(Hub::new(ops.metrics.clone()));
+    let first = config.borrow_and_update().clone();
     broker
         .start(hub.clone())
         .await
@@ -45,7 +48,6 @@ pub async fn run_with(
         )
         .map_err(|e| anyhow::anyhow!("cannot set up TLS with [server.tls]: {e}"))?,
     );
-    let first = config.borrow_and_update().clone();
     if let Some(tls) = &first.server.tls {
         info!(
             cert_file = %tls.cert_file.display(),
@@ -56,6 +58,8 @@ pub async fn run_with(
     }
     ops::open_files::check(&first.server);
     apply(&hub, &first);
+    // Before any listener accepts: the first recovering client finds it.
+    restore_history(&hub, &first);
     let accept = TaskTracker::new();
     for listener in listeners {
         if let Ok(addr) = listener.local_addr() {
@@ -75,9 +79,22 @@ pub async fn run_with(
             hub: hub.clone(),
             ops: ops.clone(),
             draining: shutdown.clone(),
+            broker: broker.clone(),
         });
         ops_tasks.spawn(ops::admin::serve(listener, admin, ops_stop.clone()));
     }
+    let sweeper = hub.clone();
+    let sweep_stop = ops_stop.clone();
+    ops_tasks.spawn(async move {
+        let mut every = tokio::time::interval(HISTORY_SWEEP);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = sweep_stop.cancelled() => break,
+                _ = every.tick() => sweeper.history().sweep(Instant::now()),
+            }
+        }
+    });
     ops.notifier.ready(&ops.status(&hub, false));
     let status_ops = ops.clone();
     let status_hub = hub.clone();
@@ -132,9 +149,70 @@ pub async fn run_with(
         );
     }
     broker.stop().await;
+    // No publish can arrive now: what history holds is final.
+    save_history(&hub, &current);
     ops_stop.cancel();
     ops_tasks.wait().await;
     Ok(())
+}
+
+/// How often expired history is dropped.
+const HISTORY_SWEEP: Duration = Duration::from_secs(1);
+
+/// Loads the history the last shutdown saved in `history.dir`, if any.
+fn restore_history(hub: &Hub, config: &Config) {
+    let Some(dir) = &config.history.dir else {
+        return;
+    };
+    if config.broker != BrokerConfig::Memory {
+        info!("history lives in Redis with [broker] kind = \"redis\": history.dir is not read");
+        return;
+    }
+    let file = history_file::path(dir);
+    let now = Instant::now();
+    match history_file::take(dir, config.history.max_bytes, now) {
+        Ok(Loaded::Nothing) => info!(file = %file.display(), "no saved history: starting empty"),
+        Ok(Loaded::Streams(streams)) => {
+            let channels = streams.len();
+            hub.history().restore(streams, now);
+            info!(
+                file = %file.display(),
+                channels,
+                messages = hub.history().len(),
+                "history restored: reconnecting clients recover what they missed"
+            );
+        }
+        Err(why) => warn!(
+            file = %file.display(),
+            "saved history unusable, starting empty (recovering clients are told epoch_changed): {why}"
+        ),
+    }
+}
+
+/// Writes history to `history.dir` for the next start.
+fn save_history(hub: &Hub, config: &Config) {
+    let Some(dir) = &config.history.dir else {
+        return;
+    };
+    if config.broker != BrokerConfig::Memory {
+        return;
+    }
+    let now = Instant::now();
+    let streams = hub.history().snapshot(now);
+    let messages: usize = streams.iter().map(|s| s.entries.len()).sum();
+    match history_file::save(dir, &streams, now) {
+        Ok(bytes) => info!(
+            file = %history_file::path(dir).display(),
+            channels = streams.len(),
+            messages,
+            bytes,
+            "history saved"
+        ),
+        Err(e) => error!(
+            dir = %dir.display(),
+            "cannot save history ({e}): after this restart recovering clients are told epoch_changed"
+        ),
+    }
 }
 
 /// Makes routes and heartbeat tickers match `config`.

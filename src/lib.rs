@@ -15,7 +15,7 @@
 //! - [`config`]: the file, validated; [`heartbeat`]: policies and strategies;
 //!   [`channels`]: channel names, templates and route path patterns; [`auth`]: subscriber
 //!   tokens (keys, verification, identities);
-//! - leaves: [`wire`] (frames encoded once), [`http`] (responses), [`close`] (codes),
+//! - leaves: [`wire`] (frames encoded once), [`envelope`] (the envelope format), [`http`] (responses), [`close`] (codes),
 //!   [`duration`] (durations as written in the config), [`process`] (the process's own
 //!   figures: memory, descriptors, CPU).
 //!
@@ -32,6 +32,7 @@ mod conn;
 mod daemon;
 pub mod duration;
 mod edge;
+mod envelope;
 pub mod fanout;
 pub mod heartbeat;
 mod http;

@@ -15,8 +15,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use heartwire::config::BrokerConfig;
 use heartwire::config::{self, Config, Listeners, Served};
-use heartwire::fanout::MemoryBroker;
+use heartwire::fanout::redis::RedisBroker;
+use heartwire::fanout::{Broker, MemoryBroker};
 use heartwire::ops::activation::Inherited;
 use heartwire::ops::{Ops, allocator, logging, signals};
 
@@ -198,7 +200,14 @@ async fn serve(
         on_reload,
         ops.clone(),
     ));
-    let broker = Arc::new(MemoryBroker::default());
+    let broker: Arc<dyn Broker> = match &config_rx.borrow().broker {
+        BrokerConfig::Memory => Arc::new(MemoryBroker::default()),
+        BrokerConfig::Redis(redis) => Arc::new(RedisBroker::new(
+            redis.clone(),
+            config_rx.borrow().history.position_ttl,
+            ops.metrics.broker().clone(),
+        )),
+    };
     let result =
         heartwire::run_with(listeners, admin, config_rx, shutdown.clone(), ops, broker).await;
     shutdown.cancel();

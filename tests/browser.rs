@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::daemon::{self, Daemon, lines_of};
+use common::publisher::Publisher;
 use serde_json::Value;
 
 const JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js");
@@ -409,6 +410,23 @@ fn an_expiring_token_is_refreshed_through_get_token_and_the_socket_stays_open() 
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
 }
 
+/// A scenario's result after a close the page must not retry (`stopped` in lib.mjs): one
+/// attempt over the window, one `error` with `code` and the close's reason, no reconnect
+/// planned. Returns the reason.
+fn assert_stopped(r: &Value, code: u16) -> String {
+    assert_eq!(r["retried"], false, "{r}");
+    assert_eq!((num(r, "attempts"), num(r, "errors")), (1.0, 1.0), "{r}");
+    assert_eq!(r["code"], code, "{r}");
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(
+        r["message"].as_str().unwrap_or_default().contains(reason),
+        "{r}"
+    );
+    assert_eq!(r["reconnect_in"], Value::Null, "{r}");
+    assert_eq!(r["state"], "disconnected", "{r}");
+    reason.to_owned()
+}
+
 #[test]
 fn a_token_for_a_forbidden_channel_ends_in_one_attempt_and_a_terminal_error() {
     if !browser_ready() {
@@ -417,22 +435,135 @@ fn a_token_for_a_forbidden_channel_ends_in_one_attempt_and_a_terminal_error() {
     let d = start_with("", "127.0.0.1:0", &auth_config());
     let mut s = Scenario::start("token-refused", &url(&d));
     let r = s.result();
-    assert_eq!(r["retried"], false, "{r}");
-    assert_eq!(
-        (num(&r, "attempts"), num(&r, "calls"), num(&r, "errors")),
-        (1.0, 1.0, 1.0),
-        "{r}"
-    );
-    assert_eq!(r["code"], 4003, "{r}");
-    let reason = r["reason"].as_str().unwrap_or_default();
+    let reason = assert_stopped(&r, 4003);
+    assert_eq!(num(&r, "calls"), 1.0, "{r}");
     assert!(
         reason.starts_with("token refused (channel): channel \"user.alice\" is not allowed"),
         "{r}"
     );
+}
+
+#[test]
+fn a_page_kicked_by_the_backend_reads_4009_and_does_not_come_back() {
+    if !browser_ready() {
+        return;
+    }
+    let room = "[[route]]\npath = \"/room\"\nchannel = \"lobby\"\nheartbeat = \"hb\"";
+    let d = start_with("", "127.0.0.1:0", room);
+    let mut s = Scenario::start("kicked", &url(&d));
+    let r = s.result();
+    assert_eq!(r["kick"]["status"], 200, "{r}");
+    assert_eq!(r["kick"]["body"]["disconnected"], 1, "{r}");
+    assert_eq!(assert_stopped(&r, 4009), "logged out");
+}
+
+#[test]
+fn a_page_from_a_refused_origin_reads_4003_naming_it_and_stops() {
+    if !browser_ready() {
+        return;
+    }
+    let strict = "[[route]]\npath = \"/strict\"\norigins = [\"https://app.example.com\"]\nheartbeat = \"hb\"";
+    let d = start_with("", "127.0.0.1:0", strict);
+    let mut s = Scenario::start("origin-refused", &url(&d));
+    let r = s.result();
+    // A browser that saw only the 403 would report 1006 and retry at the backoff's pace.
+    let reason = assert_stopped(&r, 4003);
+    let origin = r["origin"].as_str().unwrap_or_default();
+    assert_eq!(origin, url(&d), "{r}");
+    assert_eq!(
+        reason,
+        format!(
+            "origin `{origin}` may not connect to /strict: add it to `origins` of this [[route]]"
+        )
+    );
+}
+
+#[test]
+fn the_demo_page_takes_a_pasted_jwt_or_a_token_url_on_a_jwt_route() {
+    if !browser_ready() {
+        return;
+    }
+    let d = start_with("", "127.0.0.1:0", &auth_config());
+    let mut s = Scenario::start("demo-token", &url(&d));
+    let r = s.result();
+    // Without a token: refused (4003 missing), and the form is shown.
+    assert_eq!(r["refused"]["code"], 4003, "{r}");
     assert!(
-        r["message"].as_str().unwrap_or_default().contains(reason),
+        r["refused"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("token refused (missing): "),
         "{r}"
     );
-    assert_eq!(r["reconnect_in"], Value::Null, "{r}");
-    assert_eq!(r["state"], "disconnected", "{r}");
+    assert_eq!(r["form_shown"], true, "{r}");
+    assert_eq!(r["pasted"], "connected", "{r}");
+    assert_eq!(r["from_endpoint"], "connected", "{r}");
+    assert!(num(&r, "served") >= 1.0, "the token URL was asked: {r}");
+    assert_eq!(num(&r, "errors"), 1.0, "only the first refusal: {r}");
+    assert_eq!(num(&r, "other_closes"), 0.0, "{r}");
+}
+
+#[test]
+fn a_page_offline_across_a_restart_recovers_every_message_once_in_order() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let live = format!(
+        "[history]\ndir = \"{}\"\n[[route]]\npath = \"/live\"\nformat = \"envelope\"\nchannel = \"news\"\nhistory_size = 1000\nheartbeat = \"hb\"",
+        dir.path().display()
+    );
+    let drain = "drain_period = \"300ms\"\nreconnect_jitter = \"500ms\"";
+    let mut first = start_with(drain, "127.0.0.1:0", &live);
+    let addr = first.public;
+    let mut s = Scenario::start("recovery", &url(&first));
+    s.step("connected");
+    let mut publisher = Publisher::start(vec![addr], "news", Duration::from_millis(20));
+    publisher.accepted(5);
+    // Offline: no attempt until online, whatever closes meanwhile.
+    s.tell("offline");
+    s.step("offline");
+    publisher.accepted(5);
+    first.signal("TERM");
+    assert!(first.wait_exit().success(), "the drained daemon exits 0");
+    let mut second = start_with(drain, &addr.to_string(), &live);
+    second.wait_message("history restored");
+    // Published to the restarted daemon while the page is still away.
+    let restarted = publisher.mark();
+    publisher.accepted_after(restarted, 5);
+    s.tell("online");
+    s.step("recovered");
+    publisher.accepted(5);
+    publisher.finish();
+    let last = *publisher.ok.last().unwrap();
+    s.tell(&last.to_string());
+    let r = s.result();
+    let ns: Vec<u64> = r["ns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(
+        ns.windows(2).all(|w| w[0] < w[1]),
+        "in order, none twice: {ns:?}"
+    );
+    let missing: Vec<&u64> = publisher.ok.iter().filter(|n| !ns.contains(n)).collect();
+    assert!(missing.is_empty(), "missed {missing:?}: {r}");
+    assert!(
+        ns.iter()
+            .all(|n| publisher.ok.contains(n) || publisher.unanswered.contains(n)),
+        "a message never published: {r}"
+    );
+    // The first position asked nothing; the one after the restart replayed what the page
+    // missed (at least the 5 published to the second daemon before it came back).
+    let p = r["positions"].as_array().unwrap();
+    assert_eq!(p.len(), 2, "{r}");
+    assert_eq!(p[0].get("recovered"), None, "{r}");
+    assert_eq!(p[1]["recovered"], true, "{r}");
+    assert!(num(&p[1], "replayed") >= 5.0, "{r}");
+    assert_eq!(
+        p[0]["epoch"], p[1]["epoch"],
+        "the epoch survived the restart: {r}"
+    );
 }

@@ -294,10 +294,10 @@ async fn client_ping_frames_get_their_payload_back() {
         .await
         .unwrap();
     loop {
-        if let Message::Pong(p) = next(&mut ws).await {
-            if p.as_ref() == b"are you there" {
-                break;
-            }
+        if let Message::Pong(p) = next(&mut ws).await
+            && p.as_ref() == b"are you there"
+        {
+            break;
         }
     }
     s.stop().await;

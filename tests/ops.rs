@@ -8,11 +8,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{BIN, Daemon, launch, message, spawn, start};
+use common::daemon::{BIN, Daemon, activated_at, launch, message, start};
 use common::{T, connect, http, metric, recv_close, recv_text, send_text};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -622,38 +622,16 @@ async fn drain_spreads_closes_over_the_period() {
     assert!(d.wait_exit().success());
 }
 
-/// `systemd-socket-activate` listening on `ip`:PORT, running heartwire on `toml` when the
-/// first connection arrives. Required in CI; elsewhere a missing tool skips, visibly.
+/// `systemd-socket-activate` listening on `ip` and a free port, running heartwire on
+/// `toml` when the first connection arrives (see [`activated_at`]).
 fn activated(ip: &str, toml: &str) -> Option<(Daemon, u16)> {
-    let Ok(activate) = which("systemd-socket-activate") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "systemd-socket-activate is not installed (Debian: apt-get install systemd)"
-        );
-        eprintln!(
-            "SKIPPED: systemd-socket-activate is not installed (Debian: apt-get install systemd)"
-        );
-        return None;
-    };
     // systemd-socket-activate cannot bind port 0: take a free port, release it, pass it.
     let port = std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("heartwire.toml");
-    std::fs::write(&config, toml).unwrap();
-    let mut cmd = Command::new(activate);
-    cmd.arg(format!("--listen={ip}:{port}"))
-        .arg(BIN)
-        .arg("--config")
-        .arg(&config);
-    let mut d = spawn(cmd, &[], dir, config);
-    d.wait_log("systemd-socket-activate listening", |v| {
-        v.as_str().is_some_and(|l| l.starts_with("Listening on"))
-    });
-    Some((d, port))
+    Some((activated_at(&format!("{ip}:{port}"), toml)?, port))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -902,13 +880,4 @@ async fn a_client_that_vanishes_is_logged_as_gone_not_as_a_protocol_error() {
 
     d.signal("TERM");
     assert!(d.wait_exit().success());
-}
-
-fn which(name: &str) -> Result<PathBuf, ()> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|p| Path::new(p).is_file())
-        .ok_or(())
 }

@@ -112,7 +112,7 @@ impl AuthError {
     pub fn close(&self, message: &str) -> (u16, String) {
         let code = match self {
             Self::Expired => close::TOKEN_EXPIRED,
-            _ => close::TOKEN_REFUSED,
+            _ => close::REFUSED,
         };
         (code, format!("token refused ({}): {message}", self.label()))
     }

@@ -1017,7 +1017,7 @@ fn a_refused_token_closes_with_4001_when_expired_and_4003_otherwise() {
         AuthError::ChannelNotAllowed("user.x".into()),
     ] {
         let (code, reason) = e.close(&e.to_string());
-        assert_eq!(code, crate::close::TOKEN_REFUSED, "{e:?}");
+        assert_eq!(code, crate::close::REFUSED, "{e:?}");
         assert_eq!(reason, format!("token refused ({}): {e}", e.label()));
     }
 }

@@ -157,10 +157,10 @@ impl Verifier {
     /// audience a token that names one is refused (RFC 7519 §4.1.3); an empty list names
     /// none.
     fn claimed_for_us(&self, claims: &Map<String, Value>) -> Result<(), AuthError> {
-        if let Some(issuer) = &self.0.issuer {
-            if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
-                return Err(AuthError::Issuer);
-            }
+        if let Some(issuer) = &self.0.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+        {
+            return Err(AuthError::Issuer);
         }
         let ours = |aud: &Value| self.0.audience.as_deref().is_some_and(|a| aud == a);
         let accepted = match claims.get("aud") {

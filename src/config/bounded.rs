@@ -1,12 +1,12 @@
 //! Reading a file the daemon is pointed at (the config itself, `publish.token_file`, the
-//! `[server.tls]` pair) only up to a limit: a config may name `/dev/zero`, which must not
+//! `[server.tls]` pair, the history file) only up to a limit: a config may name `/dev/zero`, which must not
 //! fill memory. Errors name the file.
 
 use std::io::Read;
 use std::path::Path;
 
 /// The bytes of `path`, or why not: it cannot be read, or it is larger than `max` bytes.
-pub(super) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     let cannot = |e: std::io::Error| format!("cannot read `{}`: {e}", path.display());
     let mut bytes = Vec::new();
     std::fs::File::open(path)

@@ -40,10 +40,10 @@ pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
 /// `file` (as written in the config at `path`) made absolute, so the printed config reads
 /// the same file wherever it is saved; `%credentials%` paths stay as they are.
 fn absolute(file: &mut std::path::PathBuf, path: &Path) {
-    if let Ok(None) = token_file::credential(file) {
-        if let Ok(resolved) = token_file::resolve(file, path, None) {
-            *file = std::path::absolute(&resolved).unwrap_or(resolved);
-        }
+    if let Ok(None) = token_file::credential(file)
+        && let Ok(resolved) = token_file::resolve(file, path, None)
+    {
+        *file = std::path::absolute(&resolved).unwrap_or(resolved);
     }
 }
 
@@ -68,6 +68,10 @@ fn fill(mut raw: RawConfig, config: &Config, path: &Path) -> (RawConfig, Vec<Str
                 *written = std::path::absolute(resolved).unwrap_or_else(|_| resolved.clone());
             }
         }
+    }
+
+    if raw.history.dir.is_none() {
+        unset.push("history.dir: history lives in memory only; a restart loses it".to_owned());
     }
 
     let publish = &mut raw.publish;
@@ -118,6 +122,9 @@ fn fill(mut raw: RawConfig, config: &Config, path: &Path) -> (RawConfig, Vec<Str
         if raw.channels.is_none() {
             raw.channels = Some(route.channels.iter().map(ToString::to_string).collect());
             raw.channel = None;
+        }
+        if let Some(history) = route.history {
+            raw.history_ttl = Some(history.ttl.into());
         }
         if raw.origins.is_none() {
             unset.push(format!(

@@ -81,6 +81,7 @@ const SECTIONS: &[&str] = &[
     "admin",
     "auth",
     "client",
+    "history",
     "heartbeat",
 ];
 
@@ -358,5 +359,55 @@ mod tests {
                 std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
             round_trip(&text);
         }
+    }
+
+    #[test]
+    fn broker_settings_are_checked_naming_the_key() {
+        let err = |text: &str| from_toml(text, Path::new(FILE)).unwrap_err().to_string();
+        for (text, key, says) in [
+            ("[broker]\nkind = \"nats\"", "broker.kind", "use \"memory\""),
+            (
+                "[broker]\nkind = \"redis\"",
+                "broker.url",
+                "needs the server's address",
+            ),
+            (
+                "[broker]\nurl = \"redis://h:1\"",
+                "broker.url",
+                "applies only with kind",
+            ),
+            (
+                "[broker]\nkind = \"redis\"\nurl = \"http://h\"",
+                "broker.url",
+                "not a Redis URL",
+            ),
+            (
+                "[broker]\nkind = \"redis\"\nurl = \"redis://:secret@h:1\"",
+                "broker.url",
+                "password_file",
+            ),
+            (
+                "[broker]\nprefix = \"a{b}\"",
+                "broker.prefix",
+                "not a key prefix",
+            ),
+            (
+                "[broker]\ntimeout = \"2m\"",
+                "broker.timeout",
+                "limit of 60s",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key) && e.contains(says), "{text}: {e}");
+            assert!(!e.contains("secret"), "the password is never shown: {e}");
+        }
+        let ok = round_trip(
+            "[broker]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\ntimeout = \"250ms\"",
+        );
+        let BrokerConfig::Redis(redis) = ok.broker else {
+            panic!("redis: {:?}", ok.broker);
+        };
+        assert_eq!(redis.timeout, Duration::from_millis(250));
+        assert_eq!(round_trip("").broker, BrokerConfig::Memory);
     }
 }

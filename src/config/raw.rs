@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub(super) admin: RawAdmin,
     pub(super) auth: RawAuth,
     pub(super) client: ClientConfig,
+    pub(super) history: RawHistory,
+    pub(super) broker: RawBroker,
     pub(super) heartbeat: BTreeMap<String, RawPolicy>,
     #[serde(rename = "route")]
     pub(super) routes: Vec<RawRoute>,
@@ -78,6 +80,54 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
             tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHistory {
+    pub(super) max_bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) dir: Option<PathBuf>,
+    pub(super) position_ttl: HumanDuration,
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_HISTORY_MAX_BYTES,
+            dir: None,
+            position_ttl: HumanDuration::from(DEFAULT_POSITION_TTL),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBroker {
+    pub(super) kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) password_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) prefix: String,
+    pub(super) timeout: HumanDuration,
+    pub(super) probe_interval: HumanDuration,
+}
+
+impl Default for RawBroker {
+    fn default() -> Self {
+        Self {
+            kind: "memory".into(),
+            url: None,
+            password_file: None,
+            ca_file: None,
+            prefix: DEFAULT_BROKER_PREFIX.into(),
+            timeout: HumanDuration::from(DEFAULT_BROKER_TIMEOUT),
+            probe_interval: HumanDuration::from(DEFAULT_BROKER_PROBE),
         }
     }
 }
@@ -158,6 +208,12 @@ pub(super) struct RawRoute {
     pub(super) token_cookie: Option<String>,
     #[serde(default = "answer_client_pings")]
     pub(super) client_pings: bool,
+    #[serde(default)]
+    pub(super) format: RouteFormat,
+    #[serde(default)]
+    pub(super) history_size: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) history_ttl: Option<HumanDuration>,
 }
 
 fn answer_client_pings() -> bool {

@@ -55,6 +55,29 @@ pub const CLIENT_SCRIPT_PATH: &str = "/heartwire.js";
 /// Where `[client] demo` serves the demo page.
 pub const CLIENT_DEMO_PATH: &str = "/demo";
 
+/// `broker.prefix` unless set.
+pub const DEFAULT_BROKER_PREFIX: &str = "heartwire";
+/// `broker.timeout` unless set.
+pub const DEFAULT_BROKER_TIMEOUT: Duration = Duration::from_secs(1);
+/// `broker.probe_interval` unless set.
+pub const DEFAULT_BROKER_PROBE: Duration = Duration::from_secs(1);
+/// Largest `broker.ca_file`.
+pub const MAX_CA_FILE: u64 = 1 << 20;
+/// Longest `broker.timeout` and `broker.probe_interval`.
+pub const MAX_BROKER_WAIT: Duration = Duration::from_secs(60);
+/// Most messages a channel's history may keep (`history_size`).
+pub const MAX_HISTORY_SIZE: usize = 10_000;
+/// How long history keeps a message unless `history_ttl` says otherwise.
+pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(5 * 60);
+/// Bytes all channels' history may hold together (`history.max_bytes`).
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Smallest `history.max_bytes`.
+pub const MIN_HISTORY_MAX_BYTES: usize = 64 * 1024;
+/// Largest `history.max_bytes`.
+pub const MAX_HISTORY_MAX_BYTES: usize = 64 * 1024 * 1024 * 1024;
+/// How long a channel's epoch and offset outlive its last message.
+pub const DEFAULT_POSITION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Longest any duration key may be: beyond it a value is a typo, and timers overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest message, frame or publish body a config may allow (tungstenite's own default).
@@ -85,6 +108,10 @@ pub struct Config {
     pub auth: Option<Verifier>,
     /// `[client]`
     pub client: ClientConfig,
+    /// `[history]`
+    pub history: HistoryConfig,
+    /// `[broker]`
+    pub broker: BrokerConfig,
     /// `[heartbeat.NAME]`, by name; `None` for strategy `none`.
     pub heartbeats: BTreeMap<String, Option<Policy>>,
     /// `[[route]]`: WebSocket routes.
@@ -159,6 +186,60 @@ impl ClientConfig {
         .into_iter()
         .filter_map(|(on, path)| on.then_some(path))
     }
+}
+
+/// `[broker]`: how a publish reaches every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BrokerConfig {
+    /// This process is the only node (`kind = "memory"`).
+    #[default]
+    Memory,
+    /// Every node shares publishes and history through one Redis (`kind = "redis"`).
+    Redis(RedisConfig),
+}
+
+/// `[broker] kind = "redis"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://` for TLS.
+    pub url: String,
+    /// From `password_file` (never written inline).
+    pub password: Option<String>,
+    /// From `ca_file`: PEM certificates trusted for `rediss://` instead of the system's.
+    pub ca: Option<Vec<u8>>,
+    /// What every key and pub/sub channel starts with.
+    pub prefix: String,
+    /// The longest any Redis call may take; a publish beyond it answers 503.
+    pub timeout: Duration,
+    /// How often a probe goes through pub/sub to prove it still delivers.
+    pub probe_interval: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca.as_ref().map(Vec::len))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("probe_interval", &self.probe_interval)
+            .finish()
+    }
+}
+
+/// `[history]`: what all channels' history may hold together, and where it survives a
+/// restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Bytes all stored messages may take; the oldest go first beyond it.
+    pub max_bytes: usize,
+    /// Where history is written on shutdown and read back at start (`None`: a restart
+    /// loses it, and clients are told `epoch_changed`).
+    pub dir: Option<PathBuf>,
+    /// How long a channel's epoch and last offset are kept after its last message, so
+    /// a client coming back after a quiet spell recovers (with nothing to replay).
+    pub position_ttl: Duration,
 }
 
 /// `[log]`
@@ -278,6 +359,27 @@ pub enum SlowConsumer {
     KeepLatest,
 }
 
+/// How a route frames what it sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteFormat {
+    /// The message as published, one frame (the seeds' clients).
+    #[default]
+    Raw,
+    /// One JSON object per message with its channel, offset and epoch (see the README,
+    /// "History and recovery").
+    Envelope,
+}
+
+/// A channel's history: how many messages, for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// Messages kept (the oldest go first).
+    pub size: usize,
+    /// How long each is kept.
+    pub ttl: Duration,
+}
+
 /// `[[route]]`: a WebSocket endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
@@ -307,6 +409,10 @@ pub struct RouteConfig {
     pub client_pings: bool,
     /// `auth = "jwt"`: how connections prove who they are; `None` for anyone.
     pub auth: Option<TokenAuth>,
+    /// What its frames look like.
+    pub format: RouteFormat,
+    /// History of its channels (`history_size`, `history_ttl`); `None`: none.
+    pub history: Option<HistoryPolicy>,
 }
 
 /// Whether a route requires a token (`auth`).

@@ -11,11 +11,13 @@ use std::time::Duration;
 use super::bounded::read_bounded_text;
 use super::origin::{OriginPattern, Origins};
 use super::proxies::trusted_proxies;
-use super::raw::{Listen, RawAdmin, RawConfig, RawPublish, RawRoute, RawServer};
+use super::raw::{
+    Listen, RawAdmin, RawBroker, RawConfig, RawHistory, RawPublish, RawRoute, RawServer,
+};
 use super::tls;
 use super::token_file;
 use super::types::*;
-use super::{log_dir, log_filter};
+use super::{log_filter, writable_dir};
 use crate::auth::Verifier;
 use crate::channels::{PathPattern, Source, Template};
 use crate::duration::HumanDuration;
@@ -42,6 +44,8 @@ impl Config {
             }
         }
         let admin = admin(raw.admin, &mut p);
+        let history = history(raw.history, &mut p);
+        let broker = broker(raw.broker, source, &mut p);
         // Err: `[auth]` is invalid (recorded); routes that need it add nothing more.
         let verifier = raw
             .auth
@@ -109,7 +113,8 @@ impl Config {
         }
 
         // Each `None` below was recorded as a problem when it was made.
-        let (Some(server), Some(log), Some(publish), Some(admin)) = (server, log, publish, admin)
+        let (Some(server), Some(log), Some(publish), Some(admin), Some(history), Some(broker)) =
+            (server, log, publish, admin, history, broker)
         else {
             return Err(p.into_error());
         };
@@ -124,6 +129,8 @@ impl Config {
             admin,
             auth: verifier.ok().flatten(),
             client: raw.client,
+            history,
+            broker,
             heartbeats,
             routes,
             statics: raw.statics,
@@ -255,16 +262,16 @@ fn server(raw: RawServer, source: &Path, p: &mut Problems) -> Option<ServerConfi
         "server.max_frame_size",
         within(max_frame_size, MAX_SIZE_LIMIT),
     );
-    if let (Some(frame), Some(message)) = (max_frame_size, max_message_size) {
-        if frame > message {
-            p.add(
+    if let (Some(frame), Some(message)) = (max_frame_size, max_message_size)
+        && frame > message
+    {
+        p.add(
                 "server.max_frame_size",
                 format!(
                     "{frame} is larger than server.max_message_size ({message}); a frame cannot exceed a message"
                 ),
             );
-            max_frame_size = None;
-        }
+        max_frame_size = None;
     }
     let tls = match &raw.tls {
         None => Some(None),
@@ -305,11 +312,229 @@ fn server(raw: RawServer, source: &Path, p: &mut Problems) -> Option<ServerConfi
 fn log(mut raw: LogConfig, p: &mut Problems) -> Option<LogConfig> {
     let level = p.take("log.level", log_filter::normalise(&raw.level));
     let dir_ok = match &raw.dir {
-        Some(dir) => p.take("log.dir", log_dir::check(dir)).is_some(),
+        Some(dir) => p.take(
+            "log.dir",
+            writable_dir::check(
+                dir,
+                "under systemd use /var/log/heartwire (the unit's LogsDirectory=), or remove log.dir to log to stderr only",
+            ),
+        ).is_some(),
         None => true,
     };
     raw.level = level?;
     dir_ok.then_some(raw)
+}
+
+fn history(raw: RawHistory, p: &mut Problems) -> Option<HistoryConfig> {
+    let max_bytes = p.take(
+        "history.max_bytes",
+        if raw.max_bytes < MIN_HISTORY_MAX_BYTES {
+            Err(format!(
+                "{} is below the minimum of {MIN_HISTORY_MAX_BYTES} bytes: history that small holds next to nothing",
+                raw.max_bytes
+            ))
+        } else {
+            within(raw.max_bytes, MAX_HISTORY_MAX_BYTES)
+        },
+    );
+    let dir_ok = match &raw.dir {
+        Some(dir) => p
+            .take(
+                "history.dir",
+                writable_dir::check(
+                    dir,
+                    "under systemd use /var/lib/heartwire (the unit's StateDirectory=), or remove history.dir to keep history in memory only",
+                ),
+            )
+            .is_some(),
+        None => true,
+    };
+    let position_ttl = p.take("history.position_ttl", nonzero_duration(&raw.position_ttl));
+    dir_ok.then_some(HistoryConfig {
+        max_bytes: max_bytes?,
+        dir: raw.dir,
+        position_ttl: position_ttl?,
+    })
+}
+
+fn broker(raw: RawBroker, source: &Path, p: &mut Problems) -> Option<BrokerConfig> {
+    let wait = |key: &str, value: &HumanDuration, p: &mut Problems| {
+        p.take(
+            key,
+            nonzero_duration(value).and_then(|d| match d <= MAX_BROKER_WAIT {
+                true => Ok(d),
+                false => Err(format!("`{value}` is longer than the limit of 60s")),
+            }),
+        )
+    };
+    let timeout = wait("broker.timeout", &raw.timeout, p);
+    let probe_interval = wait("broker.probe_interval", &raw.probe_interval, p);
+    let prefix_ok = !raw.prefix.is_empty()
+        && raw.prefix.len() <= 64
+        && raw
+            .prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if !prefix_ok {
+        p.add(
+            "broker.prefix",
+            format!(
+                "`{}` is not a key prefix: use 1 to 64 characters from A-Z a-z 0-9 _ . : -",
+                raw.prefix
+            ),
+        );
+    }
+    match raw.kind.as_str() {
+        "memory" => {
+            for (key, set) in [
+                ("broker.url", raw.url.is_some()),
+                ("broker.password_file", raw.password_file.is_some()),
+                ("broker.ca_file", raw.ca_file.is_some()),
+            ] {
+                if set {
+                    p.add(
+                        key,
+                        "applies only with kind = \"redis\": set broker.kind = \"redis\", or remove it".into(),
+                    );
+                }
+            }
+            (timeout.is_some() && probe_interval.is_some() && prefix_ok)
+                .then_some(BrokerConfig::Memory)
+        }
+        "redis" => {
+            let url = match raw.url {
+                None => {
+                    p.add(
+                        "broker.url",
+                        "kind = \"redis\" needs the server's address, e.g. url = \"redis://127.0.0.1:6379\" (rediss:// for TLS)".into(),
+                    );
+                    None
+                }
+                Some(url) => p.take("broker.url", redis_url(&url).map(|()| url)),
+            };
+            let password = match &raw.password_file {
+                None => Some(None),
+                Some(file) => p
+                    .take(
+                        "broker.password_file",
+                        read_token(file, source, "remove password_file if Redis needs none"),
+                    )
+                    .map(Some),
+            };
+            let ca = match (&raw.ca_file, &url) {
+                (None, _) => Some(None),
+                (Some(_), Some(url)) if !url.starts_with("rediss://") => {
+                    p.add(
+                        "broker.ca_file",
+                        "applies only to TLS: write the url as rediss://, or remove ca_file".into(),
+                    );
+                    None
+                }
+                (Some(file), _) => p
+                    .take(
+                        "broker.ca_file",
+                        token_file::resolve_here(file, source).and_then(|f| read_ca(&f)),
+                    )
+                    .map(Some),
+            };
+            Some(BrokerConfig::Redis(RedisConfig {
+                url: url?,
+                password: password?,
+                ca: ca?,
+                prefix: prefix_ok.then_some(raw.prefix)?,
+                timeout: timeout?,
+                probe_interval: probe_interval?,
+            }))
+        }
+        other => {
+            p.add(
+                "broker.kind",
+                format!(
+                    "`{other}` is not a broker: use \"memory\" (one node, the default) or \"redis\""
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// PEM certificates to trust, read bounded.
+fn read_ca(file: &Path) -> Result<Vec<u8>, String> {
+    let pem = super::bounded::read_bounded(file, MAX_CA_FILE)?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA that signed Redis's certificate",
+            file.display()
+        ));
+    }
+    Ok(pem)
+}
+
+/// A Redis address heartwire can use: `redis://` or `rediss://`, a host, no password.
+fn redis_url(url: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo;
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(format!(
+            "`{url}` is not a Redis URL: write redis://HOST:PORT (rediss://HOST:PORT for TLS)"
+        ));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("`{url}` is not a Redis URL ({e}): write redis://HOST:PORT/DB"))?;
+    if info.redis_settings().password().is_some() {
+        return Err(
+            "holds a password: put it in a file named by broker.password_file, not in the config"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A route's history: `None` when `history_size` is 0 (off), `Some(None)` when invalid
+/// (recorded).
+fn route_history(
+    raw: &RawRoute,
+    key: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<Option<HistoryPolicy>> {
+    if raw.history_size == 0 {
+        if raw.history_ttl.is_some() {
+            p.add(
+                &key("history_ttl"),
+                "applies only with history: set history_size (e.g. 100), or remove history_ttl"
+                    .into(),
+            );
+            return Some(None);
+        }
+        return None;
+    }
+    let mut ok = true;
+    let size = p.take(
+        &key("history_size"),
+        within(raw.history_size, MAX_HISTORY_SIZE),
+    );
+    if raw.format != RouteFormat::Envelope {
+        p.add(
+            &key("history_size"),
+            "history needs format = \"envelope\": its clients name their position from the offsets it carries".into(),
+        );
+        ok = false;
+    }
+    if raw.slow_consumer != SlowConsumer::Disconnect {
+        p.add(
+            &key("slow_consumer"),
+            "a route with history must disconnect a client that falls behind (slow_consumer = \"disconnect\"): it then recovers what it missed; skipping messages would leave gaps".into(),
+        );
+        ok = false;
+    }
+    let ttl = match &raw.history_ttl {
+        None => Some(DEFAULT_HISTORY_TTL),
+        Some(ttl) => p.take(&key("history_ttl"), nonzero_duration(ttl)),
+    };
+    match (size, ttl, ok) {
+        (Some(size), Some(ttl), true) => Some(Some(HistoryPolicy { size, ttl })),
+        _ => Some(None),
+    }
 }
 
 fn admin(raw: RawAdmin, p: &mut Problems) -> Option<AdminConfig> {
@@ -338,7 +563,14 @@ fn publish(raw: RawPublish, source: &Path, p: &mut Problems) -> Option<PublishCo
         }
         (Some(t), None) => Some(Some(t)),
         (None, Some(file)) => p
-            .take("publish.token_file", read_token(&file, source))
+            .take(
+                "publish.token_file",
+                read_token(
+                    &file,
+                    source,
+                    "remove token_file to publish without a token",
+                ),
+            )
             .map(Some),
         (None, None) => Some(None),
     };
@@ -453,23 +685,24 @@ fn route(
         }
     };
     let auth = token_auth(&raw, &origins, verifier, &key, p);
+    let history = route_history(&raw, &key, p);
     let pattern = path.and_then(|path| p.take(&key("path"), PathPattern::parse(path)));
     let channels = pattern
         .as_ref()
         .and_then(|pattern| channels(&raw, pattern, &key, p));
     let mut heartbeat_ok = true;
-    if let Some(name) = &raw.heartbeat {
-        if !policies.contains(name) {
-            let known: Vec<&str> = policies.iter().map(String::as_str).collect();
-            p.add(
-                &key("heartbeat"),
-                format!(
-                    "no policy named `{name}`; define [heartbeat.{name}] or use one of: {}",
-                    list_or_none(&known)
-                ),
-            );
-            heartbeat_ok = false;
-        }
+    if let Some(name) = &raw.heartbeat
+        && !policies.contains(name)
+    {
+        let known: Vec<&str> = policies.iter().map(String::as_str).collect();
+        p.add(
+            &key("heartbeat"),
+            format!(
+                "no policy named `{name}`; define [heartbeat.{name}] or use one of: {}",
+                list_or_none(&known)
+            ),
+        );
+        heartbeat_ok = false;
     }
     if !heartbeat_ok {
         return None;
@@ -487,6 +720,11 @@ fn route(
         slow_consumer: raw.slow_consumer,
         auth: auth?,
         client_pings: raw.client_pings,
+        format: raw.format,
+        history: match history {
+            None => None,
+            Some(policy) => Some(policy?),
+        },
     })
 }
 
@@ -660,7 +898,7 @@ fn check_path(path: &str) -> Result<(), String> {
 }
 
 /// The token in `publish.token_file` (`written` as in the config at `source`).
-fn read_token(written: &Path, source: &Path) -> Result<String, String> {
+fn read_token(written: &Path, source: &Path, without: &str) -> Result<String, String> {
     let file = token_file::resolve_here(written, source)?;
     let credential = token_file::credential(written)?;
     let text = read_bounded_text(&file, MAX_TOKEN_FILE).map_err(|e| match credential {
@@ -673,12 +911,12 @@ fn read_token(written: &Path, source: &Path) -> Result<String, String> {
     if token.is_empty() {
         return Err(match credential {
             Some(name) => format!(
-                "`{}` ({}) is empty: write a long random secret into the source of the unit's LoadCredential={name}:..., e.g. /etc/heartwire/{name}, and restart; or remove token_file to publish without a token",
+                "`{}` ({}) is empty: write a long random secret into the source of the unit's LoadCredential={name}:..., e.g. /etc/heartwire/{name}, and restart; or {without}",
                 written.display(),
                 file.display()
             ),
             None => format!(
-                "`{}` is empty: write a long random secret into it, or remove token_file to publish without a token",
+                "`{}` is empty: write a long random secret into it, or {without}",
                 file.display()
             ),
         });

@@ -16,9 +16,11 @@ use super::session::Session;
 use super::step::{Step, written};
 use super::write::write;
 use crate::close;
-use crate::config::OnMessage;
+use crate::config::{OnMessage, RouteFormat};
+use crate::envelope;
 use crate::fanout::Target;
 use crate::heartbeat::{Heartbeat, Inbound, PeerBeat, client_ping};
+use crate::wire::Payload;
 use tracing::debug;
 
 /// Handles one client message.
@@ -42,10 +44,10 @@ where
         Inbound::Pass => {}
     }
     // Browsers cannot send Ping frames: their `{"ping": X}` gets `{"pong": X}`, flushed at once.
-    if s.settings.client_pings {
-        if let Some(reply) = client_ping(&msg) {
-            return write(ws, [reply], s.write_timeout).await;
-        }
+    if s.settings.client_pings
+        && let Some(reply) = client_ping(&msg)
+    {
+        return write(ws, [reply], s.write_timeout).await;
     }
     if let Message::Text(text) = &msg {
         match refresh(s, text.as_str()) {
@@ -76,6 +78,7 @@ where
             OnMessage::Echo => {
                 s.conn.vitals.route().received(&msg);
                 let echo = prefixed(&s.settings.echo_prefix, msg);
+                let echo = envelope::wrap(echo, s.settings.format == RouteFormat::Envelope);
                 s.conn.vitals.route().sent(&echo);
                 write(ws, [echo], s.write_timeout).await
             }
@@ -86,7 +89,7 @@ where
                     Target::Channels(s.conn.channels.iter().map(|c| c.to_string()).collect());
                 let relayed = prefixed(&s.settings.relay_prefix, msg);
                 // The receipt is not needed here.
-                if let Err(err) = s.broker.publish(&target, relayed).await {
+                if let Err(err) = s.broker.publish(&target, Payload::from(relayed)).await {
                     debug!(error = %err, "relay not delivered");
                 }
                 Step::Continue

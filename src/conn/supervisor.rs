@@ -22,6 +22,8 @@ use super::session::{Ended, Session};
 use super::step::Step;
 use super::write::{close_with, write, write_shared};
 use crate::close;
+use crate::config::RouteFormat;
+use crate::envelope;
 use crate::fanout::Vitals;
 use crate::heartbeat::{Active, PeerBeat, Pulse, TickAction};
 use crate::metrics::SlowAction;
@@ -60,7 +62,10 @@ where
         vitals.follow(heartbeat.as_deref());
 
         if let Some(welcome) = &s.settings.welcome {
-            let welcome = Message::text(welcome.as_str());
+            let welcome = envelope::wrap(
+                Message::text(welcome.as_str()),
+                s.settings.format == RouteFormat::Envelope,
+            );
             vitals.route().sent(&welcome);
             let step = Box::pin(write(&mut ws, [welcome], s.write_timeout)).await;
             if let Some(ended) = unwritten(step, &vitals) {

@@ -11,7 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +19,7 @@ use super::supervise;
 use crate::config::{self, Config};
 use crate::fanout::{Hub, Limits, MemoryBroker, Registration, Subscriber, Target};
 use crate::metrics::Metrics;
+use crate::wire::Payload;
 
 const MS: Duration = Duration::from_millis(1);
 /// Longer than any rule under test: a wait that hits it is a failure.
@@ -66,6 +66,7 @@ impl Rig {
         let who = Subscriber {
             user: user.map(Into::into),
             channels: vec!["/a".into()],
+            resume: Vec::new(),
         };
         let limits = Limits {
             policy: route.settings().slow_consumer,
@@ -154,7 +155,9 @@ impl Rig {
 
     fn publish(&self, text: &str) -> usize {
         let target = Target::Channels(vec!["/a".into()]);
-        self.hub.deliver(&target, Message::text(text)).queued
+        self.hub
+            .deliver(&target, &Payload::Text(text.into()))
+            .queued
     }
 }
 
@@ -458,7 +461,7 @@ async fn a_refresh_for_another_user_closes_with_4003() {
     let mut rig = Rig::start_as(AUTH, 64 * 1024, Some("u1"), Some(5 * 1000 * MS));
     rig.send(OP_TEXT, &refresh_for("u2", 100)).await;
     let (code, reason, at) = rig.close().await;
-    assert_eq!((code, at), (crate::close::TOKEN_REFUSED, Duration::ZERO));
+    assert_eq!((code, at), (crate::close::REFUSED, Duration::ZERO));
     assert!(reason.starts_with("token refused (invalid)"), "{reason}");
 }
 

@@ -9,9 +9,8 @@ use super::form;
 use super::publish::{authorize, throttle};
 use super::rate_limit::RateLimit;
 use crate::channels::check_channel;
-use crate::close;
 use crate::config::PublishConfig;
-use crate::fanout::Hub;
+use crate::fanout::{Broker, Kick, MAX_KICK_USER};
 use crate::http::{self, Body, Refusal};
 
 /// The path under `publish.path` that kicks.
@@ -21,25 +20,32 @@ const MAX_REASON: usize = 100;
 /// What a kicked client is told when the backend gives no reason.
 const DEFAULT_REASON: &str = "disconnected by the server";
 
-/// Handles one kick request.
-pub(super) fn handle(
-    hub: &Hub,
+/// Handles one kick request: every node closes the connections it names.
+pub(super) async fn handle(
+    broker: &dyn Broker,
     config: &PublishConfig,
     limit: &RateLimit,
     req: &Request<Incoming>,
 ) -> Response<Body> {
-    match kick(hub, config, limit, req) {
+    let done = match kick(config, limit, req) {
+        Ok((who, reason)) => broker.kick(&who, &reason).await.map_err(|err| {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        }),
+        Err(refusal) => Err(refusal),
+    };
+    match done {
         Ok(n) => http::json(StatusCode::OK, &serde_json::json!({ "disconnected": n })),
         Err(refusal) => refusal.into_response(),
     }
 }
 
+/// Whom the request kicks, and the reason they are told.
 fn kick(
-    hub: &Hub,
     config: &PublishConfig,
     limit: &RateLimit,
     req: &Request<Incoming>,
-) -> Result<usize, Refusal> {
+) -> Result<(Kick, String), Refusal> {
     if req.method() != Method::POST {
         return Err(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -67,12 +73,12 @@ fn kick(
         return Err(bad("`reason` is longer than 100 bytes: shorten it"));
     }
     match (user, channel) {
-        (Some(user), None) if !user.is_empty() && user.len() <= 256 => {
-            Ok(hub.close_user(&user, close::DISCONNECTED, &reason))
+        (Some(user), None) if !user.is_empty() && user.len() <= MAX_KICK_USER => {
+            Ok((Kick::User(user), reason))
         }
         (None, Some(channel)) => {
             check_channel(&channel).map_err(|why| bad(&why))?;
-            Ok(hub.close_channel(&channel, close::DISCONNECTED, &reason))
+            Ok((Kick::Channel(channel), reason))
         }
         _ => Err(bad(
             "name exactly one of `user` (a token's sub, 1 to 256 bytes) or `channel`",

@@ -27,6 +27,7 @@ pub(super) async fn dispatch(
             hub: &edge.hub,
             config: &config.publish,
             limit: &edge.publish_limit,
+            idempotency: &edge.idempotency,
             body_timeout: config.server.handshake_timeout,
         };
         let res = publish::handle(publisher, req).await;
@@ -34,11 +35,17 @@ pub(super) async fn dispatch(
         return res;
     }
     if path.strip_prefix(config.publish.path.as_str()) == Some(disconnect::SUFFIX) {
-        return disconnect::handle(&edge.hub, &config.publish, &edge.publish_limit, &req);
+        return disconnect::handle(
+            edge.broker.as_ref(),
+            &config.publish,
+            &edge.publish_limit,
+            &req,
+        )
+        .await;
     }
     if let Some((route, params)) = edge.hub.find(path) {
         let client = forwarded::client(peer, req.headers(), &config.server.trusted_proxies);
-        return match handshake::upgrade(edge, &config, &route, params, client, req) {
+        return match handshake::upgrade(edge, &config, &route, params, client, req).await {
             Ok(res) => res,
             Err(refused) => {
                 edge.metrics.rejected(refused.why);

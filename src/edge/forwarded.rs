@@ -104,10 +104,11 @@ fn forwarded_fors(line: &HeaderValue) -> Vec<Option<SocketAddr>> {
     loop {
         // One `name=value` pair; a quoted value may hold `,` and `;`.
         let (pair, sep) = split_pair(rest);
-        if let Some((name, value)) = pair.split_once('=') {
-            if name.trim().eq_ignore_ascii_case("for") && current.is_none() {
-                current = Some(parse_node(value));
-            }
+        if let Some((name, value)) = pair.split_once('=')
+            && name.trim().eq_ignore_ascii_case("for")
+            && current.is_none()
+        {
+            current = Some(parse_node(value));
         }
         match sep {
             Some((b',', after)) => {

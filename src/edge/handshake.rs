@@ -2,11 +2,12 @@
 //! then hand the upgraded socket to the supervisor.
 //!
 //! Every refusal happens here, before a connection exists, with a status and a
-//! one-line reason that says how to fix the request. One kind is told differently: a
-//! refused token, to a client that offered the `heartwire` subprotocol, gets a 101 and at
-//! once a close frame with the same reason (4001 or 4003, [`AuthError::close`]),
-//! because a browser never sees the status of a refused handshake and could not tell a
-//! bad token from a network failure. That socket is never registered nor subscribed.
+//! one-line reason that says how to fix the request. Two kinds are told differently: a
+//! refused token or origin, to a client that offered the `heartwire` subprotocol, gets a
+//! 101 and at once a close frame with the same reason (4001 or 4003, [`AuthError::close`];
+//! 4003 for an origin), because a browser never sees the status of a refused handshake and
+//! could not tell a refusal that a retry repeats from a network failure. That socket is
+//! never registered nor subscribed.
 
 use std::any::Any;
 use std::net::SocketAddr;
@@ -32,9 +33,10 @@ use super::state::Edge;
 use super::subscribe::{self, Unsubscribable};
 use crate::auth::{AuthError, Identity};
 use crate::channels::Params;
+use crate::close;
 use crate::config::{Config, RouteConfig, TokenAuth};
 use crate::conn::{self, Session};
-use crate::fanout::{Limits, Registration, Route};
+use crate::fanout::{Hold, Limits, Registration, Route};
 use crate::heartbeat::Pulse;
 use crate::http::{Body, Refusal};
 use crate::metrics::{Metrics, Rejection};
@@ -64,7 +66,7 @@ fn refuse<T>(why: Rejection, refusal: Refusal) -> Result<T, Refused> {
 /// Answers an HTTP request for the WebSocket route `live` from `peer` (the client's
 /// address, as trusted proxies tell it): 101 and a connection task, or a refusal saying
 /// how to fix the request.
-pub(super) fn upgrade(
+pub(super) async fn upgrade(
     edge: &Arc<Edge>,
     config: &Config,
     live: &Arc<Route>,
@@ -133,17 +135,20 @@ pub(super) fn upgrade(
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !route.origins.allows(origin, host) {
-        return refuse(
-            Rejection::Origin,
-            Refusal::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "origin `{}` may not connect to {}: add it to `origins` of this [[route]]",
-                    origin.unwrap_or_default(),
-                    route.path
-                ),
-            ),
+        let origin = origin.unwrap_or_default();
+        debug!(%peer, route = %route.path, origin, "origin refused");
+        let told = origin_refused(origin, &route.path, close::MAX_REASON);
+        let refusal = Refusal::new(
+            StatusCode::FORBIDDEN,
+            origin_refused(origin, &route.path, usize::MAX),
         );
+        return match close_instead(edge, config, peer, &route, close::REFUSED, told, req) {
+            Some(res) => {
+                edge.metrics.rejected(Rejection::Origin);
+                Ok(res)
+            }
+            None => refuse(Rejection::Origin, refusal),
+        };
     }
     let query = req.uri().query();
     let identity = match &route.auth {
@@ -211,6 +216,17 @@ pub(super) fn upgrade(
         messages: server.outbound_queue,
         bytes: server.outbound_queue_bytes,
     };
+    // Subscribed on the bus (and its history there read) before the 101, like locally.
+    let hold = match edge.broker.prepare(&who.channels, &who.resume).await {
+        Ok(hold) => hold,
+        Err(err) => {
+            return refuse(
+                Rejection::Broker,
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            );
+        }
+    };
     let (conn, registration) = edge.hub.register(live, peer, who, limits);
     let mut session = Session::new(
         conn,
@@ -229,6 +245,7 @@ pub(super) fn upgrade(
         ws_config,
         session,
         pulse,
+        hold,
     });
     let metrics = edge.metrics.clone();
     edge.tracker
@@ -290,27 +307,10 @@ fn refuse_token(
         ),
         _ => e.to_string(),
     };
-    let server = &config.server;
-    let key = req.headers().get(header::SEC_WEBSOCKET_KEY);
-    if let (true, Some(key)) = (bearer::offers_heartwire(req.headers()), key) {
-        let accept = derive_accept_key(key.as_bytes());
-        // Held only while the close goes out: the socket counts against the limits it uses.
-        if let Ok(slot) = edge.slots.try_claim(
-            peer.ip(),
-            server.max_connections,
-            server.max_connections_per_ip,
-        ) {
-            edge.metrics.rejected(Rejection::Auth);
-            let (code, reason) = e.close(&reason);
-            let wait = REFUSED_WAIT.min(server.shutdown_grace).max(REFUSED_MIN);
-            let span = debug_span!("refused", %peer, route = %route.path);
-            edge.tracker
-                .spawn(close_refused(req, code, reason, wait, slot).instrument(span));
-            return Ok(switching(
-                &accept,
-                Some(HeaderValue::from_static(bearer::PROTOCOL)),
-            ));
-        }
+    let (code, told) = e.close(&reason);
+    if let Some(res) = close_instead(edge, config, peer, route, code, told, req) {
+        edge.metrics.rejected(Rejection::Auth);
+        return Ok(res);
     }
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut refusal = Refusal::new(status, reason).with_field("auth", e.label());
@@ -323,16 +323,69 @@ fn refuse_token(
     refuse(Rejection::Auth, refusal)
 }
 
-/// The task of a socket upgraded only to say why its token was refused: the close frame,
+/// Why `origin` may not connect to `path` and how to fix it, in at most `max` bytes: a
+/// long origin is shortened (with `...`), never the fix.
+fn origin_refused(origin: &str, path: &str, max: usize) -> String {
+    let fix = format!("` may not connect to {path}: add it to `origins` of this [[route]]");
+    let room = max.saturating_sub("origin `".len() + fix.len());
+    if origin.len() <= room {
+        return format!("origin `{origin}{fix}");
+    }
+    let mut end = room.saturating_sub(3);
+    while !origin.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("origin `{}...{fix}", &origin[..end])
+}
+
+/// For a client that offered `heartwire`: a 101 whose socket only carries the close
+/// `code` with `reason`, then ends (while a connection slot is free for that moment; else
+/// `None`, and the caller answers with the HTTP refusal). Never registered nor subscribed.
+fn close_instead(
+    edge: &Arc<Edge>,
+    config: &Config,
+    peer: SocketAddr,
+    route: &RouteConfig,
+    code: u16,
+    reason: String,
+    req: Request<Incoming>,
+) -> Option<Response<Body>> {
+    let server = &config.server;
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY)?;
+    if !bearer::offers_heartwire(req.headers()) {
+        return None;
+    }
+    // Held only while the close goes out: the socket counts against the limits it uses.
+    let slot = edge
+        .slots
+        .try_claim(
+            peer.ip(),
+            server.max_connections,
+            server.max_connections_per_ip,
+        )
+        .ok()?;
+    let accept = derive_accept_key(key.as_bytes());
+    let wait = REFUSED_WAIT.min(server.shutdown_grace).max(REFUSED_MIN);
+    let span = debug_span!("refused", %peer, route = %route.path);
+    let upgrade = hyper::upgrade::on(req);
+    edge.tracker
+        .spawn(close_refused(upgrade, code, reason, wait, slot).instrument(span));
+    Some(switching(
+        &accept,
+        Some(HeaderValue::from_static(bearer::PROTOCOL)),
+    ))
+}
+
+/// The task of a socket upgraded only to say why it was refused: the close frame,
 /// then the end, each bounded by `wait`. It holds `slot` until then and nothing else.
 async fn close_refused(
-    req: Request<Incoming>,
+    upgrade: hyper::upgrade::OnUpgrade,
     code: u16,
     reason: String,
     wait: Duration,
     slot: Slot,
 ) {
-    match time::timeout(wait, hyper::upgrade::on(req)).await {
+    match time::timeout(wait, upgrade).await {
         Ok(Ok(upgraded)) => {
             let config = WebSocketConfig::default()
                 .read_buffer_size(512)
@@ -345,7 +398,7 @@ async fn close_refused(
             )
             .await;
             conn::close_with(&mut ws, code, &reason, wait).await;
-            debug!(code, "closed for its token");
+            debug!(code, "closed as refused");
             // Before the socket ends: a client that reconnects once it sees the end
             // finds the slot free.
             drop(slot);
@@ -363,6 +416,8 @@ struct Opening {
     ws_config: WebSocketConfig,
     session: Session,
     pulse: watch::Receiver<Pulse>,
+    /// This node's subscriptions on the bus for the connection's channels.
+    hold: Hold,
 }
 
 /// A connection's task: finish the upgrade, then supervise. A plain function around an
@@ -381,6 +436,7 @@ fn connection(
             ws_config,
             session,
             pulse,
+            hold,
         } = *opening;
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => u,
@@ -408,7 +464,7 @@ fn connection(
             }
         }
         // Held to the end: the connection's place in the limits and in the registry.
-        drop((registration, slot));
+        drop((registration, slot, hold));
     }
 }
 
@@ -434,7 +490,25 @@ pub async fn contained<F: Future>(fut: F) -> Result<F::Output, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::contained;
+    use super::{contained, origin_refused};
+
+    #[test]
+    fn an_origin_refusal_fits_a_close_frame_and_keeps_its_fix() {
+        let fix = "` may not connect to /app: add it to `origins` of this [[route]]";
+        assert_eq!(
+            origin_refused("https://x.example", "/app", 123),
+            format!("origin `https://x.example{fix}")
+        );
+        for origin in ["https://".to_owned() + &"a".repeat(300), "é".repeat(100)] {
+            let told = origin_refused(&origin, "/app", 123);
+            assert!(told.len() <= 123, "{} bytes: {told}", told.len());
+            assert!(told.ends_with(&format!("...{fix}")), "{told}");
+            assert!(origin.starts_with(&told["origin `".len()..told.len() - fix.len() - 3]));
+        }
+        // Unbounded (the HTTP body): the whole origin.
+        let long = "https://".to_owned() + &"a".repeat(300);
+        assert!(origin_refused(&long, "/app", usize::MAX).contains(&long));
+    }
 
     #[tokio::test]
     async fn a_panicking_connection_is_contained() {

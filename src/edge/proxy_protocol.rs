@@ -71,10 +71,10 @@ fn parse(input: &[u8]) -> Result<Option<(usize, Option<SocketAddr>)>, HeaderErro
     let result = HeaderResult::parse(input);
     if result.is_incomplete() {
         // A v2 header announces its length: refuse one that cannot fit without waiting.
-        if let HeaderResult::V2(Err(v2::ParseError::Partial(_, len))) = result {
-            if 16 + len > MAX_HEADER {
-                return Err(HeaderError::TooLong);
-            }
+        if let HeaderResult::V2(Err(v2::ParseError::Partial(_, len))) = result
+            && 16 + len > MAX_HEADER
+        {
+            return Err(HeaderError::TooLong);
         }
         return Ok(None);
     }

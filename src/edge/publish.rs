@@ -5,9 +5,12 @@
 //! as a JSON envelope (`application/vnd.heartwire+json`: `{"channels": [...], "data": ...}`);
 //! or the Tornado-style `GET <path>?msg=M[&channel=NAME]`. No channel means every
 //! connection. A channel nobody holds is not an error (`queued: 0`: that user is
-//! offline); a name no route could ever give a connection is (404).
+//! offline); a name no route could ever give a connection is (404). The answer counts
+//! the connections queued for, per channel its subscribers, and for channels with history
+//! the message's position (the channel's epoch and the message's offset). An `Idempotency-Key` header makes a retry
+//! answer the same without publishing twice (see [`super::idempotency`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -15,18 +18,20 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::form;
+use super::idempotency::{Claim, Idempotency, check_key};
 use super::rate_limit::RateLimit;
 use crate::channels::check_channel;
 use crate::config::PublishConfig;
 use crate::fanout::{Broker, BrokerError, Hub, Receipt, Target};
 use crate::http::{self, Body, Refusal};
+use crate::wire::Payload;
 
 /// Every status this endpoint answers with (metrics export each from the start). A test
 /// holds it to the statuses this file names.
-pub(super) const ANSWERS: [StatusCode; 11] = [
+pub(super) const ANSWERS: [StatusCode; 12] = [
     StatusCode::OK,
     StatusCode::BAD_REQUEST,
     StatusCode::UNAUTHORIZED,
@@ -34,6 +39,7 @@ pub(super) const ANSWERS: [StatusCode; 11] = [
     StatusCode::NOT_FOUND,
     StatusCode::METHOD_NOT_ALLOWED,
     StatusCode::REQUEST_TIMEOUT,
+    StatusCode::CONFLICT,
     StatusCode::PAYLOAD_TOO_LARGE,
     StatusCode::UNSUPPORTED_MEDIA_TYPE,
     StatusCode::TOO_MANY_REQUESTS,
@@ -46,32 +52,108 @@ pub(super) const MAX_PUBLISH_CHANNELS: usize = 64;
 /// The media type of a publish whose body is an envelope naming channels and data.
 const ENVELOPE: &str = "application/vnd.heartwire+json";
 
+/// The header that makes a retried publish safe.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// What the endpoint needs besides the request.
 pub(super) struct Publisher<'a> {
     pub broker: &'a dyn Broker,
     pub hub: &'a Hub,
     pub config: &'a PublishConfig,
     pub limit: &'a RateLimit,
+    pub idempotency: &'a Idempotency,
     pub body_timeout: Duration,
 }
 
 /// Handles one publish request.
 pub(super) async fn handle(p: Publisher<'_>, req: Request<Incoming>) -> Response<Body> {
-    match publish(&p, req).await {
-        Ok((channels, receipt)) => {
-            let mut reply = serde_json::json!({ "queued": receipt.queued });
-            if !channels.is_empty() {
-                let per: serde_json::Map<String, serde_json::Value> = channels
-                    .into_iter()
-                    .zip(receipt.per_channel)
-                    .map(|(name, n)| (name, n.into()))
-                    .collect();
-                reply["channels"] = per.into();
-            }
-            http::json(StatusCode::OK, &reply)
+    answer(&p, req).await.unwrap_or_else(Refusal::into_response)
+}
+
+async fn answer(p: &Publisher<'_>, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    authorize(p.config, req.headers())?;
+    // After the token check, so strangers cannot spend the publishers' budget.
+    throttle(p.config, p.limit)?;
+    let key = match req.headers().get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => Some(
+            check_key(v.as_bytes())
+                .map_err(|why| Refusal::new(StatusCode::BAD_REQUEST, why))?
+                .to_owned(),
+        ),
+    };
+    let Some(key) = key else {
+        let (channels, receipt) = publish(p, req).await?;
+        return Ok(ok(reply(channels, receipt)));
+    };
+    match p.idempotency.claim(&key, Instant::now()) {
+        Claim::Answered(body) => {
+            p.hub.metrics().idempotent_replay();
+            let mut res = ok(body);
+            res.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(res)
         }
-        Err(refusal) => refusal.into_response(),
+        Claim::InFlight => Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "a publish with this Idempotency-Key is still in flight: wait for its answer, then retry",
+        )),
+        Claim::Fresh => {
+            // Frees the key if this request fails or is dropped half way.
+            let mut claim = Claimed {
+                ids: p.idempotency,
+                key: &key,
+                answered: false,
+            };
+            let (channels, receipt) = publish(p, req).await?;
+            let body = reply(channels, receipt);
+            p.idempotency.answered(&key, body.clone(), Instant::now());
+            claim.answered = true;
+            Ok(ok(body))
+        }
     }
+}
+
+/// A fresh claim on a key, given back unless the publish answered.
+struct Claimed<'a> {
+    ids: &'a Idempotency,
+    key: &'a str,
+    answered: bool,
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.ids.failed(self.key);
+        }
+    }
+}
+
+/// The 200 answer's body: `{"queued": N, "channels": {"news": n}}`, per channel the
+/// connections holding it, and for channels with history `"positions": {"news":
+/// {"epoch": E, "offset": O}}`, where the message sits (what a client recovers from).
+fn reply(channels: Vec<String>, receipt: Receipt) -> Bytes {
+    let mut reply = serde_json::json!({ "queued": receipt.queued });
+    if !channels.is_empty() {
+        let mut per = serde_json::Map::new();
+        let mut positions = serde_json::Map::new();
+        for (name, d) in channels.into_iter().zip(receipt.per_channel) {
+            if let Some((epoch, offset)) = d.at {
+                let at = serde_json::json!({ "epoch": epoch.as_ref(), "offset": offset });
+                positions.insert(name.clone(), at);
+            }
+            per.insert(name, d.subscribers.into());
+        }
+        reply["channels"] = per.into();
+        if !positions.is_empty() {
+            reply["positions"] = positions.into();
+        }
+    }
+    Bytes::from(reply.to_string() + "\n")
+}
+
+fn ok(body: Bytes) -> Response<Body> {
+    http::text(StatusCode::OK, body, "application/json")
 }
 
 async fn publish(
@@ -79,9 +161,6 @@ async fn publish(
     req: Request<Incoming>,
 ) -> Result<(Vec<String>, Receipt), Refusal> {
     let config = p.config;
-    authorize(config, req.headers())?;
-    // After the token check, so strangers cannot spend the publishers' budget.
-    throttle(config, p.limit)?;
     let mut channels = Vec::new();
     let mut msg = None;
     for (k, v) in form::pairs(req.uri().query().unwrap_or_default().as_bytes()) {
@@ -111,7 +190,7 @@ async fn publish(
                     "message (`msg`) is not valid UTF-8 once percent-decoded: percent-encode UTF-8 text, or POST binary data as application/octet-stream",
                 )
             })?;
-            Message::text(text)
+            Payload::Text(text.into())
         }
         Method::GET => {
             return Err(Refusal::new(
@@ -146,8 +225,9 @@ async fn publish(
         .publish(&target, message)
         .await
         .map_err(|err| match err {
-            BrokerError::NotRunning => {
+            BrokerError::NotRunning | BrokerError::Unavailable(_) => {
                 Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
         })?;
     Ok((channels, receipt))
@@ -228,7 +308,7 @@ pub(super) fn throttle(config: &PublishConfig, limit: &RateLimit) -> Result<(), 
 
 /// A POST body: the message itself, or an envelope naming channels.
 enum Posted {
-    Message(Message),
+    Message(Payload),
     Envelope(Envelope),
 }
 
@@ -236,7 +316,7 @@ enum Posted {
 /// as that text, anything else as its JSON.
 struct Envelope {
     channels: Vec<String>,
-    message: Message,
+    message: Payload,
 }
 
 #[derive(serde::Deserialize)]
@@ -264,8 +344,8 @@ fn envelope(bytes: &[u8]) -> Result<Envelope, Refusal> {
     }
     let message = match raw.data {
         None => return Err(bad("no `data`".into())),
-        Some(serde_json::Value::String(text)) => Message::text(text),
-        Some(other) => Message::text(other.to_string()),
+        Some(serde_json::Value::String(text)) => Payload::Text(text.into()),
+        Some(other) => Payload::Json(other.to_string().into()),
     };
     Ok(Envelope { channels, message })
 }
@@ -341,7 +421,7 @@ async fn read_message(
     };
     let message = match kind {
         Kind::Envelope => return envelope(&bytes).map(Posted::Envelope),
-        Kind::Binary => Ok(Message::Binary(bytes)),
+        Kind::Binary => Ok(Payload::Binary(bytes)),
         Kind::Form => {
             let raw = form::pairs(&bytes)
                 .find(|(k, _)| **k == *b"msg")
@@ -352,7 +432,7 @@ async fn read_message(
                         "form body has no `msg` field: send msg=TEXT, or the raw message as text/plain",
                     )
                 })?;
-            form::decode(raw).map(Message::text).map_err(|_| {
+            form::decode(raw).map(|t| Payload::Text(t.into())).map_err(|_| {
                 Refusal::new(
                     StatusCode::BAD_REQUEST,
                     "message (form field `msg`) is not valid UTF-8 once percent-decoded: send binary data as application/octet-stream",
@@ -360,7 +440,7 @@ async fn read_message(
             })
         }
         Kind::Text => Utf8Bytes::try_from(bytes)
-            .map(Message::Text)
+            .map(Payload::Text)
             .map_err(|_| not_utf8()),
         Kind::Json => {
             if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
@@ -370,7 +450,7 @@ async fn read_message(
                 ));
             }
             Utf8Bytes::try_from(bytes)
-                .map(Message::Text)
+                .map(Payload::Json)
                 .map_err(|_| not_utf8())
         }
     };

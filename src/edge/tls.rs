@@ -2,7 +2,8 @@
 //! and 1.3, ALPN `http/1.1`. The certificate is looked up per handshake in the config in
 //! force, so a reload that brings a new pair applies to the next handshake while live
 //! connections keep the session they have. A plain HTTP request is answered with a 400
-//! saying to use `https://` / `wss://`, not left to guess at a TLS alert.
+//! saying to use `https://` / `wss://`, not left to guess at a TLS alert. The session itself
+//! runs in [`TlsStream`], which holds no buffer while the connection is idle.
 
 use std::sync::Arc;
 
@@ -13,10 +14,9 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use super::proxy_protocol::Prefixed;
+use super::tls_stream::TlsStream;
 use crate::config::{self, Config, TlsConfig};
 
 /// The first byte of a TLS record carrying a handshake message (a ClientHello).
@@ -55,7 +55,7 @@ pub enum Refused {
 
 /// The listener's TLS: built once at start, when the config has `[server.tls]`.
 pub struct Tls {
-    acceptor: TlsAcceptor,
+    server: Arc<ServerConfig>,
 }
 
 impl Tls {
@@ -83,7 +83,7 @@ impl Tls {
         server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         server.send_tls13_tickets = 0;
         Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(server)),
+            server: Arc::new(server),
         })
     }
 
@@ -101,7 +101,7 @@ impl Tls {
             }
             // Static: no allocation kept for the connection's life.
             let io = Prefixed::new(Bytes::from_static(&[HANDSHAKE_RECORD]), io);
-            Ok(self.acceptor.accept(io).await?)
+            Ok(TlsStream::accept(self.server.clone(), io).await?)
         };
         tokio::time::timeout_at(deadline, bounded)
             .await

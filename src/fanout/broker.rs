@@ -10,18 +10,10 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
-use tokio_tungstenite::tungstenite::Message;
 
-use super::hub::{Hub, Target};
-
-/// What a publish achieved, for the publisher's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// Connections on this node the message was queued for, each counted once.
-    pub queued: usize,
-    /// For a publish to channels: connections holding each, in the order asked.
-    pub per_channel: Vec<usize>,
-}
+use super::hub::{Hub, Kick, Receipt, Target};
+use super::route::Resume;
+use crate::wire::Payload;
 
 /// Why a broker refused a publish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +21,26 @@ pub enum BrokerError {
     /// Publishing before [`Broker::start`] (or after [`Broker::stop`]).
     #[error("the broker is not running; retry shortly")]
     NotRunning,
+    /// The bus did not take the message (or did not answer in time): it may not reach
+    /// every node.
+    #[error("broker unavailable: {0}; retry shortly")]
+    Unavailable(String),
+}
+
+/// What a connection holds on the bus (its node's subscriptions to its channels) until
+/// it drops.
+#[derive(Default)]
+pub struct Hold {
+    _held: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Hold {
+    /// Holds `what` until dropped.
+    pub fn new(what: impl std::any::Any + Send + Sync) -> Self {
+        Self {
+            _held: Some(Box::new(what)),
+        }
+    }
 }
 
 /// A delivery source for the daemon. The daemon calls `start` once before it serves and
@@ -36,14 +48,37 @@ pub enum BrokerError {
 pub trait Broker: Send + Sync + fmt::Debug {
     /// Starts delivering to `hub` (and any tasks of the broker's own).
     fn start(&self, hub: Arc<Hub>) -> BoxFuture<'_, Result<(), BrokerError>>;
-    /// Sends `msg` to `target` on every node; resolves once the message is accepted.
+    /// Sends `payload` to `target` on every node; resolves once the message is accepted
+    /// (numbered and stored first on channels with history).
     fn publish<'a>(
         &'a self,
         target: &'a Target,
-        msg: Message,
+        payload: Payload,
     ) -> BoxFuture<'a, Result<Receipt, BrokerError>>;
+    /// Closes the connections `kick` names on every node, telling them `reason`; resolves
+    /// with how many (here: connections; a shared broker: nodes that took it).
+    fn kick<'a>(
+        &'a self,
+        kick: &'a Kick,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>>;
     /// Stops the broker's tasks.
     fn stop(&self) -> BoxFuture<'_, ()>;
+    /// Makes this node ready for a new connection holding `channels` and recovering
+    /// `resume`: subscribed to them on the bus, and its copy of their history current.
+    /// The connection keeps the [`Hold`] while it lives.
+    fn prepare<'a>(
+        &'a self,
+        channels: &'a [Arc<str>],
+        resume: &'a [Resume],
+    ) -> BoxFuture<'a, Result<Hold, BrokerError>> {
+        let _ = (channels, resume);
+        Box::pin(std::future::ready(Ok(Hold::default())))
+    }
+    /// Whether publishes can reach every node now (what `/healthz` reports), or why not.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The embedded broker: this process is the only node.
@@ -68,16 +103,22 @@ impl Broker for MemoryBroker {
     fn publish<'a>(
         &'a self,
         target: &'a Target,
-        msg: Message,
+        payload: Payload,
     ) -> BoxFuture<'a, Result<Receipt, BrokerError>> {
         let result = match self.hub.get() {
-            Some(hub) => {
-                let reached = hub.deliver(target, msg);
-                Ok(Receipt {
-                    queued: reached.queued,
-                    per_channel: reached.per_channel,
-                })
-            }
+            Some(hub) => Ok(hub.deliver(target, &payload)),
+            None => Err(BrokerError::NotRunning),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn kick<'a>(
+        &'a self,
+        kick: &'a Kick,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        let result = match self.hub.get() {
+            Some(hub) => Ok(hub.kick(kick, reason)),
             None => Err(BrokerError::NotRunning),
         };
         Box::pin(std::future::ready(result))

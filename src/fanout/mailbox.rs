@@ -68,6 +68,10 @@ pub struct Taken {
 #[derive(Debug, Default)]
 struct Queue {
     frames: VecDeque<WireFrame>,
+    /// The first `exempt` frames were preloaded (a recovery's replay, whose bytes history
+    /// already holds) and count against no bound.
+    exempt: usize,
+    /// Bytes of the frames after the exempt ones.
     bytes: usize,
     dropped: u64,
     ending: Option<Ending>,
@@ -79,16 +83,39 @@ pub struct Mailbox {
     queue: Mutex<Queue>,
     ready: Notify,
     limits: Limits,
+    envelope: bool,
 }
 
 impl Mailbox {
-    /// An empty mailbox bounded by `limits`.
-    pub fn new(limits: Limits) -> Self {
+    /// An empty mailbox bounded by `limits`, for a route sending envelopes if `envelope`.
+    pub fn new(limits: Limits, envelope: bool) -> Self {
         Self {
             queue: Mutex::default(),
             ready: Notify::new(),
             limits,
+            envelope,
         }
+    }
+
+    /// Whether its connection is sent envelopes (`format = "envelope"`) rather than raw
+    /// messages.
+    pub fn envelope(&self) -> bool {
+        self.envelope
+    }
+
+    /// Queues `frames` ahead of anything pushed later, outside the bounds: a recovering
+    /// connection's position and replay, at most `history_size` frames whose bytes
+    /// history holds anyway. Call before the connection can receive live messages.
+    pub fn preload(&self, frames: impl IntoIterator<Item = WireFrame>) {
+        let mut q = self.lock();
+        // After earlier preloads, ahead of live frames (another channel's, already queued).
+        let exempt = q.exempt;
+        let live: Vec<WireFrame> = q.frames.drain(exempt..).collect();
+        q.frames.extend(frames);
+        q.exempt = q.frames.len();
+        q.frames.extend(live);
+        drop(q);
+        self.ready.notify_one();
     }
 
     /// Queues `frame`, applying the slow-consumer policy at the bound. Returns whether
@@ -107,12 +134,14 @@ impl Mailbox {
         } = self.limits;
         // One frame always fits (the config holds the byte bound to at least one message).
         let over = |q: &Queue| {
-            q.frames.len() >= messages || (!q.frames.is_empty() && q.bytes + len > bytes)
+            let held = q.frames.len() - q.exempt;
+            held >= messages || (held > 0 && q.bytes + len > bytes)
         };
         match policy {
             SlowConsumer::Disconnect if over(&q) => {
-                let behind = if q.frames.len() >= messages {
-                    Behind::Messages(q.frames.len() + 1)
+                let held = q.frames.len() - q.exempt;
+                let behind = if held >= messages {
+                    Behind::Messages(held + 1)
                 } else {
                     Behind::Bytes(q.bytes + len)
                 };
@@ -124,7 +153,8 @@ impl Mailbox {
             SlowConsumer::Disconnect => {}
             SlowConsumer::DropOldest => {
                 while over(&q) {
-                    let Some(old) = q.frames.pop_front() else {
+                    let oldest = q.exempt;
+                    let Some(old) = q.frames.remove(oldest) else {
                         break;
                     };
                     q.bytes -= old.encoded().len();
@@ -132,8 +162,9 @@ impl Mailbox {
                 }
             }
             SlowConsumer::KeepLatest => {
-                q.dropped += q.frames.len() as u64;
-                q.frames.clear();
+                q.dropped += (q.frames.len() - q.exempt) as u64;
+                let exempt = q.exempt;
+                q.frames.truncate(exempt);
                 q.bytes = 0;
             }
         }
@@ -173,15 +204,20 @@ impl Mailbox {
                 ending: Some(ending),
             };
         }
-        let mut bytes = 0;
+        let (mut bytes, mut counted) = (0, 0);
         while batch.len() < BATCH && bytes < BATCH_BYTES {
             let Some(frame) = q.frames.pop_front() else {
                 break;
             };
             bytes += frame.encoded().len();
+            if q.exempt > 0 {
+                q.exempt -= 1;
+            } else {
+                counted += frame.encoded().len();
+            }
             batch.push(frame);
         }
-        q.bytes -= bytes;
+        q.bytes -= counted;
         let left = q.frames.len();
         if left == 0 && q.frames.capacity() > KEEP_CAPACITY {
             q.frames = VecDeque::new();
@@ -209,6 +245,7 @@ impl Queue {
         if self.ending.is_none() {
             self.ending = Some(ending);
             self.frames = VecDeque::new();
+            self.exempt = 0;
             self.bytes = 0;
         }
     }
@@ -232,11 +269,14 @@ mod tests {
     }
 
     fn mailbox(policy: SlowConsumer, messages: usize, bytes: usize) -> Mailbox {
-        Mailbox::new(Limits {
-            policy,
-            messages,
-            bytes,
-        })
+        Mailbox::new(
+            Limits {
+                policy,
+                messages,
+                bytes,
+            },
+            false,
+        )
     }
 
     #[test]
@@ -301,6 +341,53 @@ mod tests {
         let t = m.take(&mut batch);
         assert!(batch.is_empty());
         assert_eq!(t.ending, Some(Ending::Close(4009, "kicked".into())));
+    }
+
+    #[test]
+    fn preloaded_frames_go_first_and_count_against_no_bound() {
+        let m = mailbox(SlowConsumer::Disconnect, 2, 1 << 20);
+        assert!(m.push(&frame("live1")));
+        m.preload(["p", "r1", "r2", "r3"].map(frame));
+        assert!(
+            m.push(&frame("live2")),
+            "two live frames fit whatever was preloaded"
+        );
+        assert!(!m.push(&frame("live3")), "the third is over the bound");
+        let m = mailbox(SlowConsumer::DropOldest, 2, 1 << 20);
+        m.preload(["p", "r1"].map(frame));
+        for t in ["a", "b", "c"] {
+            assert!(m.push(&frame(t)));
+        }
+        let mut batch = Vec::new();
+        let t = m.take(&mut batch);
+        assert_eq!(
+            texts(&batch),
+            ["p", "r1", "b", "c"],
+            "the oldest live one went"
+        );
+        assert_eq!(t.dropped, 1);
+        let m = mailbox(SlowConsumer::KeepLatest, 10, 1 << 20);
+        m.preload(["p"].map(frame));
+        m.push(&frame("a"));
+        m.push(&frame("b"));
+        let mut batch = Vec::new();
+        m.take(&mut batch);
+        assert_eq!(texts(&batch), ["p", "b"]);
+    }
+
+    #[test]
+    fn preloaded_frames_go_ahead_of_live_ones_already_queued() {
+        let m = mailbox(SlowConsumer::Disconnect, 10, 1 << 20);
+        m.push(&frame("live"));
+        m.preload(["p1"].map(frame));
+        m.preload(["p2"].map(frame));
+        let mut batch = Vec::new();
+        m.take(&mut batch);
+        assert_eq!(texts(&batch), ["p1", "p2", "live"]);
+        assert!(m.push(&frame("x")));
+        batch.clear();
+        assert_eq!(m.take(&mut batch).left, 0);
+        assert_eq!(texts(&batch), ["x"]);
     }
 
     #[tokio::test]

@@ -5,15 +5,22 @@
 
 mod broker;
 pub(crate) mod drain;
+mod history;
+pub mod history_file;
 mod hub;
 mod mailbox;
+#[cfg(test)]
+mod recovery_tests;
+pub mod redis;
 mod route;
 mod subscriptions;
 mod vitals;
 
-pub use broker::{Broker, BrokerError, MemoryBroker, Receipt};
-pub use hub::{Hub, Target};
+pub use broker::{Broker, BrokerError, Hold, MemoryBroker};
+pub(crate) use history::is_epoch;
+pub use history::{History, Saved};
+pub use hub::{BusSlice, Delivered, Hub, Kick, MAX_KICK_USER, Placed, Receipt, Target};
 pub(crate) use mailbox::{Behind, Ending, Limits};
 pub use route::Route;
-pub(crate) use route::{Conn, Registration, Subscriber};
+pub(crate) use route::{Conn, Registration, Resume, Subscriber};
 pub(crate) use vitals::Vitals;

@@ -60,6 +60,19 @@ pub struct Subscriber {
     pub user: Option<Arc<str>>,
     /// Its channels, each once.
     pub channels: Vec<Arc<str>>,
+    /// Where it stopped on channels it asks to recover.
+    pub resume: Vec<Resume>,
+}
+
+/// Where a reconnecting client says it stopped on a channel (`recover=CHANNEL:OFFSET:EPOCH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The channel.
+    pub channel: String,
+    /// The offset of the last message it got.
+    pub offset: u64,
+    /// The epoch that offset belongs to.
+    pub epoch: String,
 }
 
 impl Route {
@@ -87,8 +100,8 @@ impl Route {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
-    /// Registers connection `id` from `peer` and subscribes its mailbox to its channels
-    /// in `subs`; both are undone when the returned guard drops.
+    /// Registers connection `id` from `peer`; the guard returned unregisters it, and
+    /// unsubscribes it from its channels in `subs` (the hub subscribes it).
     pub(super) fn register(
         self: &Arc<Self>,
         id: u64,
@@ -109,7 +122,6 @@ impl Route {
             channels: who.channels.into(),
         };
         self.counters.opened();
-        subs.subscribe(id, &conn.mailbox, &conn.channels);
         self.lock().insert(id, conn.clone());
         let reg = Registration {
             route: self.clone(),

@@ -32,15 +32,6 @@ pub struct Subscriptions {
     map: RwLock<HashMap<Arc<str>, Subscribers>>,
 }
 
-/// What one delivery reached.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reached {
-    /// Connections the message was queued for, each counted once.
-    pub queued: usize,
-    /// Connections reached per channel asked for, in the order asked.
-    pub per_channel: Vec<usize>,
-}
-
 impl Subscriptions {
     /// Subscribes connection `id` to each of `names`.
     pub fn subscribe(&self, id: u64, mailbox: &Arc<Mailbox>, names: &[Arc<str>]) {
@@ -89,28 +80,40 @@ impl Subscriptions {
         }
     }
 
-    /// Queues `frame` for every subscriber of `names`; a connection holding several of
-    /// them gets it once.
-    pub fn deliver(&self, names: &[String], frame: &WireFrame) -> Reached {
+    /// Queues a frame for every subscriber of channel `name`: `frame(envelope)` gives the
+    /// one for its route's format. A raw subscriber already in `seen` (it held an earlier
+    /// channel of the same publish) is skipped; an envelope one gets each channel's frame.
+    /// Returns (subscribers, connections queued for).
+    pub fn deliver<'f>(
+        &self,
+        name: &str,
+        frame: impl Fn(bool) -> &'f WireFrame,
+        mut seen: Option<&mut HashSet<u64>>,
+    ) -> (usize, usize) {
         let map = self.read();
-        let mut seen = HashSet::new();
-        let mut reached = Reached::default();
-        for name in names {
-            let mut n = 0;
-            for (id, mailbox) in map
-                .get(name.as_str())
-                .into_iter()
-                .flat_map(Subscribers::each)
-            {
-                let first = names.len() == 1 || seen.insert(id);
-                if first && mailbox.push(frame) {
-                    reached.queued += 1;
-                }
-                n += 1;
+        let (mut held, mut queued) = (0, 0);
+        for (id, mailbox) in map.get(name).into_iter().flat_map(Subscribers::each) {
+            held += 1;
+            let envelope = mailbox.envelope();
+            let first = envelope || seen.as_mut().is_none_or(|s| s.insert(id));
+            if first && mailbox.push(frame(envelope)) {
+                queued += 1;
             }
-            reached.per_channel.push(n);
         }
-        reached
+        (held, queued)
+    }
+
+    /// Queues `frame` for every subscriber of `name` on an envelope route (a control
+    /// message a raw client would take for a published one); returns how many.
+    pub fn tell(&self, name: &str, frame: &WireFrame) -> usize {
+        let map = self.read();
+        let mut told = 0;
+        for (_, mailbox) in map.get(name).into_iter().flat_map(Subscribers::each) {
+            if mailbox.envelope() && mailbox.push(frame) {
+                told += 1;
+            }
+        }
+        told
     }
 
     /// The mailboxes subscribed to `name`.
@@ -148,19 +151,33 @@ mod tests {
     use crate::fanout::mailbox::Limits;
 
     fn mailbox() -> Arc<Mailbox> {
-        Arc::new(Mailbox::new(Limits {
-            policy: SlowConsumer::Disconnect,
-            messages: 100,
-            bytes: 1 << 20,
-        }))
+        Arc::new(Mailbox::new(
+            Limits {
+                policy: SlowConsumer::Disconnect,
+                messages: 100,
+                bytes: 1 << 20,
+            },
+            false,
+        ))
     }
 
     fn names(list: &[&str]) -> Vec<Arc<str>> {
         list.iter().map(|n| Arc::from(*n)).collect()
     }
 
-    fn owned(list: &[&str]) -> Vec<String> {
-        list.iter().map(|n| (*n).to_owned()).collect()
+    /// Delivers `frame` to `names` as one publish: (per channel held, queued).
+    fn deliver(subs: &Subscriptions, list: &[&str], frame: &WireFrame) -> (Vec<usize>, usize) {
+        let mut seen = HashSet::new();
+        let mut queued = 0;
+        let per = list
+            .iter()
+            .map(|n| {
+                let (held, q) = subs.deliver(n, |_| frame, Some(&mut seen));
+                queued += q;
+                held
+            })
+            .collect();
+        (per, queued)
     }
 
     #[test]
@@ -172,21 +189,10 @@ mod tests {
         subs.subscribe(3, &c, &names(&["news", "user.2"]));
         assert_eq!(subs.len(), 3);
         let frame = WireFrame::new(Message::text("x"));
-        let r = subs.deliver(&owned(&["user.2"]), &frame);
+        assert_eq!(deliver(&subs, &["user.2"], &frame), (vec![2], 2));
         assert_eq!(
-            r,
-            Reached {
-                queued: 2,
-                per_channel: vec![2]
-            }
-        );
-        let r = subs.deliver(&owned(&["news", "user.2", "nobody"]), &frame);
-        assert_eq!(
-            r,
-            Reached {
-                queued: 3,
-                per_channel: vec![3, 2, 0]
-            }
+            deliver(&subs, &["news", "user.2", "nobody"], &frame),
+            (vec![3, 2, 0], 3)
         );
         let mut batch = Vec::new();
         assert_eq!(a.take(&mut batch).left, 0);
@@ -199,6 +205,6 @@ mod tests {
         subs.unsubscribe(2, &names(&["news", "user.2"]));
         subs.unsubscribe(3, &names(&["news", "user.2"]));
         assert_eq!(subs.len(), 0);
-        assert_eq!(subs.deliver(&owned(&["news"]), &frame).queued, 0);
+        assert_eq!(deliver(&subs, &["news"], &frame).1, 0);
     }
 }

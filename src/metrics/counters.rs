@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio_tungstenite::tungstenite::Message;
 
 use prometheus_client::metrics::family::Family;
@@ -123,5 +123,71 @@ impl PolicyCounters {
     /// The peer was declared dead.
     pub fn timeout(&self) {
         self.timeouts.inc();
+    }
+}
+
+/// What history holds and loses, as the history store updates it.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryCounters {
+    /// Messages stored.
+    pub messages: Gauge,
+    /// Bytes they and their channels take (what `history.max_bytes` bounds).
+    pub bytes: Gauge,
+    /// Channels with a history (an epoch and a last offset).
+    pub channels: Gauge,
+    /// Messages gone because their channel held `history_size`.
+    pub evicted_size: Counter,
+    /// Messages gone after `history_ttl`.
+    pub evicted_ttl: Counter,
+    /// Messages gone, oldest first, because all history held `history.max_bytes`.
+    pub evicted_cap: Counter,
+    /// Recoveries by outcome (`recovered`, or why not).
+    pub(super) recoveries: Family<super::labels::Outcome, Counter>,
+}
+
+impl HistoryCounters {
+    /// A recovery ended with `outcome` (`recovered`, or a reason it could not).
+    pub fn recovery(&self, outcome: &'static str) {
+        self.recoveries
+            .get_or_create(&super::labels::Outcome { result: outcome })
+            .inc();
+    }
+}
+
+/// The shared broker's health, as its link and publishes update it.
+#[derive(Debug, Clone)]
+pub struct BrokerCounters {
+    /// 1 while publishes reach every node (the memory broker always), else 0.
+    pub up: Gauge,
+    /// Attempts to make the pub/sub link again after a loss.
+    pub reconnects: Counter,
+    /// Publishes the broker refused or did not answer in time (answered 503).
+    pub publish_errors: Counter,
+    /// How long the broker took to accept a publish.
+    pub publish_seconds: Histogram,
+    /// From publish (on any node) to fan-out on this one.
+    pub lag_seconds: Histogram,
+    /// How long subscribing to every held channel again and catching up took.
+    pub resubscribe_seconds: Histogram,
+    /// Messages this node fetched from the broker's history to fill a gap.
+    pub catchup_messages: Counter,
+    /// Probes that did not come back through pub/sub in time.
+    pub probes_lost: Counter,
+}
+
+impl Default for BrokerCounters {
+    fn default() -> Self {
+        // 100 us to ~3 s, doubling.
+        let latency = || Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        Self {
+            up: Gauge::default(),
+            reconnects: Counter::default(),
+            publish_errors: Counter::default(),
+            publish_seconds: latency(),
+            lag_seconds: latency(),
+            resubscribe_seconds: latency(),
+            catchup_messages: Counter::default(),
+            probes_lost: Counter::default(),
+        }
     }
 }

@@ -24,11 +24,13 @@ pub enum Rejection {
     /// The route requires a token and it was missing (401) or refused (403); the
     /// `auth_refusals` family says why.
     Auth,
+    /// The shared broker could not subscribe this node to the connection's channels (503).
+    Broker,
 }
 
 impl Rejection {
     /// Every reason, so each series exists (at 0) from the start.
-    pub(super) const ALL: [Self; 8] = [
+    pub(super) const ALL: [Self; 9] = [
         Self::Origin,
         Self::Limit,
         Self::BadHandshake,
@@ -37,6 +39,7 @@ impl Rejection {
         Self::TlsHandshake,
         Self::Channel,
         Self::Auth,
+        Self::Broker,
     ];
 
     pub(super) fn as_str(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Rejection {
             Self::ProxyHeader => "proxy_header",
             Self::UntrustedProxy => "untrusted_proxy",
             Self::TlsHandshake => "tls_handshake",
+            Self::Broker => "broker",
             Self::Channel => "channel",
             Self::Auth => "auth",
         }

@@ -9,6 +9,6 @@ mod counters;
 mod labels;
 mod registry;
 
-pub use counters::{PolicyCounters, RouteCounters};
+pub use counters::{BrokerCounters, HistoryCounters, PolicyCounters, RouteCounters};
 pub use labels::{Rejection, SlowAction};
 pub use registry::{CONTENT_TYPE, Metrics};

@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::counters::{PolicyCounters, RouteCounters};
+use super::counters::{BrokerCounters, HistoryCounters, PolicyCounters, RouteCounters};
 use super::labels::*;
 use crate::auth::AuthError;
 use crate::heartbeat::Strategy;
@@ -47,6 +47,10 @@ pub struct Metrics {
     /// No series until a certificate is served, so an alert on it cannot fire on a
     /// listener without TLS; one series (the file served) after.
     tls_expiry: Family<CertFile, Gauge>,
+    history: HistoryCounters,
+    broker: BrokerCounters,
+    evicted: Family<Reason, Counter>,
+    idempotent_replays: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -94,6 +98,10 @@ impl Metrics {
             allocated: Gauge::default(),
             resident: Gauge::default(),
             tls_expiry: Family::default(),
+            history: HistoryCounters::default(),
+            broker: BrokerCounters::default(),
+            evicted: Family::default(),
+            idempotent_replays: Counter::default(),
             registry: Registry::default(),
         };
         let build: Family<Build, Gauge> = Family::default();
@@ -104,6 +112,8 @@ impl Metrics {
             })
             .set(1);
         m.last_reload_ok.set(1);
+        // The embedded broker is always up; a shared one says otherwise until connected.
+        m.broker.up.set(1);
         // Every label set known now exists from the first scrape, at 0, so `absent()` and
         // `rate()` alerts work before the first event.
         for why in Rejection::ALL {
@@ -116,6 +126,21 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             m.reloads.get_or_create_owned(&Outcome { result });
+        }
+        let evicted = |reason| m.evicted.get_or_create_owned(&Reason { reason });
+        let history = HistoryCounters {
+            evicted_size: evicted("size"),
+            evicted_ttl: evicted("ttl"),
+            evicted_cap: evicted("max_bytes"),
+            ..m.history.clone()
+        };
+        for result in [
+            "recovered",
+            "epoch_changed",
+            "window_exceeded",
+            "unknown_channel",
+        ] {
+            history.recoveries.get_or_create_owned(&Outcome { result });
         }
         let r = registry.sub_registry_with_prefix("heartwire");
         r.register(
@@ -245,7 +270,97 @@ impl Metrics {
             "Connection tasks that panicked (a bug: the connection was dropped, the daemon carried on)",
             m.panics.clone(),
         );
-        Self { registry, ..m }
+        r.register(
+            "history_messages",
+            "Messages held in channel history",
+            history.messages.clone(),
+        );
+        r.register(
+            "history_bytes",
+            "Bytes channel history takes, messages and per-channel bookkeeping (bounded by history.max_bytes)",
+            history.bytes.clone(),
+        );
+        r.register(
+            "history_channels",
+            "Channels with a history: an epoch and a last offset",
+            history.channels.clone(),
+        );
+        r.register(
+            "history_evicted",
+            "Messages that left history, by reason (size: history_size, ttl: history_ttl, max_bytes: history.max_bytes, oldest first)",
+            m.evicted.clone(),
+        );
+        r.register(
+            "recoveries",
+            "Channels a reconnecting client asked to recover, by result (recovered; epoch_changed, window_exceeded, unknown_channel: told recovered false)",
+            history.recoveries.clone(),
+        );
+        r.register(
+            "publish_idempotent_replays",
+            "Publishes answered from an earlier one with the same Idempotency-Key, not published again",
+            m.idempotent_replays.clone(),
+        );
+        let b = &m.broker;
+        r.register(
+            "broker_up",
+            "1 while a publish reaches every node (always with the memory broker); 0 while the shared broker is unreachable or its pub/sub is silent",
+            b.up.clone(),
+        );
+        r.register(
+            "broker_reconnects",
+            "Attempts to make the pub/sub link to the shared broker again after a loss",
+            b.reconnects.clone(),
+        );
+        r.register(
+            "broker_publish_errors",
+            "Publishes the shared broker refused or did not answer within broker.timeout (answered 503)",
+            b.publish_errors.clone(),
+        );
+        r.register(
+            "broker_publish_seconds",
+            "How long the shared broker took to accept a publish",
+            b.publish_seconds.clone(),
+        );
+        r.register(
+            "broker_lag_seconds",
+            "From a publish on any node to its fan-out on this one (across machines, includes their clock difference)",
+            b.lag_seconds.clone(),
+        );
+        r.register(
+            "broker_resubscribe_seconds",
+            "How long subscribing to every held channel again and catching up took after a reconnect",
+            b.resubscribe_seconds.clone(),
+        );
+        r.register(
+            "broker_catchup_messages",
+            "Messages fetched from the shared broker's history to fill a gap this node saw",
+            b.catchup_messages.clone(),
+        );
+        r.register(
+            "broker_probes_lost",
+            "Probes that did not come back through the shared broker's pub/sub in time (the link is then made again)",
+            b.probes_lost.clone(),
+        );
+        Self {
+            registry,
+            history,
+            ..m
+        }
+    }
+
+    /// The handles a shared broker updates.
+    pub fn broker(&self) -> &BrokerCounters {
+        &self.broker
+    }
+
+    /// The handles the history store updates.
+    pub fn history(&self) -> &HistoryCounters {
+        &self.history
+    }
+
+    /// A publish was answered from an earlier one with its Idempotency-Key.
+    pub fn idempotent_replay(&self) {
+        self.idempotent_replays.inc();
     }
 
     /// Renders every family.

@@ -1,7 +1,9 @@
 //! The admin listener (`[admin] listen`, loopback by default), separate from the public
 //! port so probes and scrapes never compete with clients and are never exposed with them:
 //!
-//! - `GET /healthz`: 200 `ok` while serving, 503 `draining` once shutdown has begun;
+//! - `GET /healthz`: 200 `ok` while serving, 503 `draining` once shutdown has begun, 503
+//!   `broker down: ...` while a shared broker cannot reach every node (connected clients
+//!   stay connected; load balancers send new ones elsewhere);
 //! - `GET /metrics`: Prometheus (OpenMetrics) text;
 //! - `GET /connections`: a JSON array of live connections, oldest first.
 
@@ -23,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::{Ops, allocator};
-use crate::fanout::Hub;
+use crate::fanout::{Broker, Hub};
 use crate::http::{self, Body};
 use crate::metrics::{self, Metrics};
 
@@ -38,6 +40,8 @@ pub struct Admin {
     pub ops: Ops,
     /// Cancelled when shutdown begins: `/healthz` answers 503 from then on.
     pub draining: CancellationToken,
+    /// Whether publishes reach every node (`/healthz` says not ready while not).
+    pub broker: Arc<dyn Broker>,
 }
 
 /// Serves `listener` until `stop` is cancelled (after the public side has drained, so
@@ -108,7 +112,14 @@ pub fn respond(admin: &Admin, req: &Request<Incoming>) -> Response<Body> {
         "/healthz" if admin.draining.is_cancelled() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
-        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/healthz" => match admin.broker.ready() {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(why) => http::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from(format!("broker down: {why}\n")),
+                "text/plain; charset=utf-8",
+            ),
+        },
         "/metrics" => http::text(
             StatusCode::OK,
             Bytes::from(render(&admin.ops.metrics)),

@@ -94,15 +94,15 @@ pub fn log_changes(old: &Config, new: &Config) {
     if old.server != new.server {
         changed.push("server limits".into());
     }
-    if let (Some(before), Some(after)) = (&old.server.tls, &new.server.tls) {
-        if before != after {
-            info!(
-                cert_file = %after.cert_file.display(),
-                expires = %after.expires(),
-                days_left = after.days_left(std::time::SystemTime::now()),
-                "TLS certificate reloaded: new handshakes use it"
-            );
-        }
+    if let (Some(before), Some(after)) = (&old.server.tls, &new.server.tls)
+        && before != after
+    {
+        info!(
+            cert_file = %after.cert_file.display(),
+            expires = %after.expires(),
+            days_left = after.days_left(std::time::SystemTime::now()),
+            "TLS certificate reloaded: new handshakes use it"
+        );
     }
     if old.statics != new.statics {
         changed.push("static pages".into());
@@ -136,6 +136,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "[server.tls] removed: restart heartwire to serve plain HTTP; the listener keeps TLS with the last certificate until then",
         ),
         _ => {}
+    }
+    if old.broker != new.broker {
+        lines.push("[broker] changed: restart heartwire to apply it; publishes go on through the running broker");
     }
     if old.admin != new.admin {
         lines.push("[admin] changed: restart heartwire to move the admin listener");

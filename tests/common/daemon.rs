@@ -75,6 +75,44 @@ pub fn spawn(
     }
 }
 
+/// `systemd-socket-activate` listening on `listen` (`ip:port`), running heartwire on `toml`
+/// when the first connection arrives. Required in CI; elsewhere a missing tool skips,
+/// visibly (`None`).
+pub fn activated_at(listen: &str, toml: &str) -> Option<Daemon> {
+    let Some(activate) = which("systemd-socket-activate") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-socket-activate is not installed (Debian: apt-get install systemd)"
+        );
+        eprintln!(
+            "SKIPPED: systemd-socket-activate is not installed (Debian: apt-get install systemd)"
+        );
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("heartwire.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut cmd = Command::new(activate);
+    cmd.arg(format!("--listen={listen}"))
+        .arg(BIN)
+        .arg("--config")
+        .arg(&config);
+    let mut d = spawn(cmd, &[], dir, config);
+    d.wait_log("systemd-socket-activate listening", |v| {
+        v.as_str().is_some_and(|l| l.starts_with("Listening on"))
+    });
+    Some(d)
+}
+
+/// `name` found on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 /// The lines `out` yields, read on a thread of their own (the channel closes at EOF).
 pub fn lines_of(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -132,12 +170,7 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} failed");
+        signal(&self.child, sig);
     }
 
     /// Waits for the process to exit (its stderr closes first), reading the rest of the log.
@@ -168,6 +201,16 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         end(&mut self.child);
     }
+}
+
+/// Sends `sig` (TERM, STOP, ...) to `child`, a test's own child, by its pid.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {} failed", child.id());
 }
 
 /// Kills `child` if it is still running, and reaps it: only a test's own child, by its

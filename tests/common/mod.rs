@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod publisher;
 pub mod python;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::Path;

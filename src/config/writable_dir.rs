@@ -1,5 +1,5 @@
-//! `[log] dir`: whether the daemon will be able to write its rolling files there, asked
-//! without writing anything.
+//! A directory the daemon will write to later (`log.dir`, `history.dir`): whether it
+//! will be able to, asked without writing anything.
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -11,11 +11,11 @@ use rustix::fs::Access;
 /// writer creates the missing part). The kernel is asked (`access(2)`), not the mode
 /// bits, so ownership, ACLs, read-only mounts and systemd's sandbox all count; nothing is
 /// created.
-pub fn check(dir: &Path) -> Result<(), String> {
+/// `fix` says what to do instead.
+pub fn check(dir: &Path, fix: &str) -> Result<(), String> {
     if dir.as_os_str().is_empty() {
-        return Err("is empty: name a directory, or remove log.dir to log to stderr only".into());
+        return Err(format!("is empty: name a directory; {fix}"));
     }
-    let fix = "under systemd use /var/log/heartwire (the unit's LogsDirectory=), or remove log.dir to log to stderr only";
     let mut existing = dir;
     let meta = loop {
         match std::fs::metadata(existing) {
@@ -60,11 +60,13 @@ mod tests {
 
     use super::*;
 
+    const FIX: &str = "under systemd use /var/log/heartwire";
+
     #[test]
     fn a_writable_directory_or_one_to_be_created_in_one() {
         let tmp = tempfile::tempdir().unwrap();
-        assert_eq!(check(tmp.path()), Ok(()));
-        assert_eq!(check(&tmp.path().join("new/deeper")), Ok(()));
+        assert_eq!(check(tmp.path(), FIX), Ok(()));
+        assert_eq!(check(&tmp.path().join("new/deeper"), FIX), Ok(()));
         assert!(!tmp.path().join("new").exists(), "check created something");
     }
 
@@ -73,14 +75,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("file");
         std::fs::write(&file, "").unwrap();
-        let err = check(&file).unwrap_err();
+        let err = check(&file, FIX).unwrap_err();
         assert!(
             err.contains("is not a directory; under systemd use /var/log/heartwire"),
             "{err}"
         );
-        let err = check(&file.join("sub")).unwrap_err();
+        let err = check(&file.join("sub"), FIX).unwrap_err();
         assert!(err.contains("/file/sub` does not exist, and `"), "{err}");
-        assert!(check(Path::new("")).unwrap_err().contains("is empty"));
+        assert!(check(Path::new(""), FIX).unwrap_err().contains("is empty"));
     }
 
     #[test]
@@ -91,7 +93,7 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
         // Whether this process can write there (root can): the check must agree.
         let writable = std::fs::write(dir.join("probe"), "").is_ok();
-        match check(&dir) {
+        match check(&dir, FIX) {
             Ok(()) => assert!(writable, "check passed a directory it cannot write to"),
             Err(err) => {
                 assert!(!writable, "check refused a writable directory: {err}");
