@@ -9,8 +9,9 @@ export interface StateDetail {
   /** Reconnect attempts since the last connection that lasted `resetAfter`. */
   attempt: number;
   /** On `disconnected`: the close code (1006: failed or lost without a close frame;
-   *  4000: no heartbeat for `deadAfter` ms; 1000: `close()`; 4001: the token expired;
-   *  4003: the token was refused). */
+   *  4000: no heartbeat for `deadAfter` ms, or a gap in a channel's offsets; 1000:
+   *  `close()`; 4001: the token expired; 4003: the token or the page's origin was refused;
+   *  4009: the backend disconnected this client). */
   code?: number;
   /** On `disconnected`: the close reason. */
   reason?: string;
@@ -24,6 +25,44 @@ export interface HeartbeatDetail {
   ping?: unknown;
   /** A round trip of the client's own `{"ping"}`, in ms. */
   rtt?: number;
+}
+
+/** Detail of the `position` event (routes with `format = "envelope"`, option `envelope`):
+ *  where a channel with history stands, sent by the server right after connect, before
+ *  any message of that channel. */
+export interface PositionDetail {
+  type: 'position';
+  channel: string;
+  /** The history's epoch and the offset of the last message it stored (0: none); absent
+   *  when `reason` is `unknown_channel`. */
+  epoch?: string;
+  offset?: number;
+  /** Present when the client asked to recover this channel (it held a position). true:
+   *  the `replayed` missed messages follow, in order, then live ones. false: they are
+   *  lost, reload the channel's state from the backend; live messages follow. */
+  recovered?: boolean;
+  replayed?: number;
+  /** Why not recovered: the history restarted (`epoch_changed`), no longer holds the
+   *  next message (`window_exceeded`), or the connection does not hold this channel or it
+   *  has no history (`unknown_channel`: not asked again). */
+  reason?: 'epoch_changed' | 'window_exceeded' | 'unknown_channel' | string;
+}
+
+/** Where a channel stands: the last offset delivered and the history's epoch. */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+/** A message on an envelope route (option `envelope`). */
+export interface Envelope {
+  /** Absent for a publish to everyone. */
+  channel?: string;
+  /** Absent on channels without history. */
+  offset?: number;
+  epoch?: string;
+  /** The published JSON, or the bytes of a binary payload (`data_base64` decoded). */
+  data: unknown;
 }
 
 /** Detail of the `error` event. */
@@ -65,8 +104,9 @@ export interface Options {
   /** Messages each async iterator holds when not read fast enough; the oldest are
    *  dropped beyond it (default 1000). */
   buffer?: number;
-  /** WebSocket subprotocols; replaced by `["heartwire", "heartwire.bearer.<token>"]`
-   *  when there is a token. */
+  /** WebSocket subprotocols (default `["heartwire"]`: a refused token or origin then
+   *  comes as a close 4001/4003 the page can read, instead of a failed connection);
+   *  replaced by `["heartwire", "heartwire.bearer.<token>"]` when there is a token. */
   protocols?: string | string[];
   /** A JWT for a route with `auth = "jwt"`, sent as the subprotocols
    *  `["heartwire", "heartwire.bearer.<token>"]`. Alone it is never renewed: a 4001
@@ -85,14 +125,24 @@ export interface Options {
   WebSocket?: typeof WebSocket;
   /** Called before each planned reconnect: false stops, a number replaces the delay. */
   shouldReconnect?: (close: { code: number; reason: string; delay: number; attempt: number }) => boolean | number | void;
-  /** Not supported yet (history and resume): passing it throws. */
-  position?: never;
-  /** Not supported yet (history and resume): passing it throws. */
-  positions?: never;
+  /** For a route with `format = "envelope"`: each `{"type":"message"}` frame is delivered
+   *  as an {@link Envelope}, each `{"type":"position"}` frame emits `position` (`recovered` when it
+   *  answers a recovery), and the
+   *  client keeps each channel's last {epoch, offset} in `positions`. Every attempt then
+   *  asks to recover them, one query parameter `recover=<channel>:<offset>:<epoch>` each
+   *  (replacing earlier ones, other parameters kept): the server replays what was missed,
+   *  or says `recovered: false`. A message whose offset is not the next (same epoch) is
+   *  dropped when older (a duplicate), else the connection closes (4000, `gap in ...`) and
+   *  reconnects to recover from the last delivered. Other text is delivered as it came. */
+  envelope?: boolean;
+  /** With `envelope`: positions to recover from on the first attempt, e.g. saved from
+   *  `client.positions` by an earlier page. */
+  positions?: Record<string, Position>;
 }
 
-/** Message data: text as string, binary as ArrayBuffer. Heartbeat traffic is never a message. */
-export type Data = string | ArrayBuffer;
+/** Message data: text as string, binary as ArrayBuffer; with `envelope`, an {@link Envelope}
+ *  (other text as a string). Heartbeat traffic is never a message. */
+export type Data = string | ArrayBuffer | Envelope;
 
 export class HeartwireClient extends EventTarget implements AsyncIterable<Data> {
   /** `url`: ws(s)://, http(s):// or a path relative to the page; or a function called
@@ -105,11 +155,17 @@ export class HeartwireClient extends EventTarget implements AsyncIterable<Data> 
   readonly interval: number;
   /** No message for this long (ms) means the server is dead: interval x (maxMissed + 1) + margin. */
   readonly deadAfter: number;
+  /** With `envelope`: each channel's last delivered position, as the next attempt will
+   *  ask to recover it (the app may save it, and pass it back as `positions`). */
+  readonly positions: Record<string, Position>;
   /** Listens to `type`; returns a function that stops listening. */
   on(type: 'message', fn: (data: Data, event: MessageEvent) => void): () => void;
   on(type: 'state', fn: (detail: StateDetail, event: CustomEvent<StateDetail>) => void): () => void;
   on(type: 'heartbeat', fn: (detail: HeartbeatDetail, event: CustomEvent<HeartbeatDetail>) => void): () => void;
   on(type: 'error', fn: (detail: ErrorDetail, event: CustomEvent<ErrorDetail>) => void): () => void;
+  on(type: 'position', fn: (detail: PositionDetail, event: CustomEvent<PositionDetail>) => void): () => void;
+  /** A position frame answering a recovery (it has `recovered`): emitted instead of `position`. */
+  on(type: 'recovered', fn: (detail: PositionDetail, event: CustomEvent<PositionDetail>) => void): () => void;
   /** Sends when connected and returns true; returns false otherwise (nothing is queued). */
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): boolean;
   /** Closes with 1000 and stops reconnecting; iterators end. */
@@ -122,8 +178,10 @@ export class HeartwireClient extends EventTarget implements AsyncIterable<Data> 
 export function connect(url: string | URL | (() => string | URL), options?: Options): HeartwireClient;
 
 /** Close codes after which the client does not reconnect but emits `error`: 1002, 1003,
- *  1007, 1010 (what it sent breaks the protocol) and 4003 (its token was refused: missing,
- *  invalid, a channel it does not allow, ...; a retry sends a token like it again). */
+ *  1007, 1010 (what it sent breaks the protocol), 4003 (refused: its token, missing,
+ *  invalid, a channel it does not allow, ..., or the page's origin, not in the route's
+ *  `origins`; a retry is refused again) and 4009 (the backend disconnected this client on
+ *  purpose: logout, ban). */
 export const TERMINAL: readonly number[];
 /** Full-jitter delay for `attempt`: uniform in [0, min(maxDelay, baseDelay x 2^attempt)]. */
 export function backoff(attempt: number, baseDelay?: number, maxDelay?: number, random?: () => number): number;
@@ -144,5 +202,16 @@ export function tokenExp(token: string | null | undefined): number | null;
 export function refreshIn(token: string | null | undefined, now?: number): number | null;
 /** `{ping}` / `{pong}` from heartbeat JSON text of at most 256 characters, else null. */
 export function parseBeat(text: unknown): { ping?: unknown; pong?: unknown } | null;
+/** A `{"type": "message" | "position", ...}` frame of an envelope route, else null. */
+export function parseFrame(text: unknown): ({ type: 'message'; data_base64?: string } & Envelope) | PositionDetail | null;
+/** Applies a frame to `positions`: `ok` (position or next message: recorded; other
+ *  messages: untracked), `dup` (offset at or before the last of that epoch: drop it),
+ *  `gap` (a later offset or another epoch: messages were lost). A position frame with
+ *  `recovered: true` keeps the position sent (the replayed messages advance it); one
+ *  without an epoch forgets the channel. */
+export function track(positions: Record<string, Position>, frame: object): 'ok' | 'dup' | 'gap';
+/** `url` (absolute) with one `recover=<channel>:<offset>:<epoch>` per position, replacing
+ *  any there; other parameters kept. */
+export function recoverUrl(url: string | URL, positions: Record<string, Position>): string;
 /** The beat in a gzip binary message of at most 256 bytes, else null. */
 export function gunzipBeat(data: ArrayBuffer | ArrayBufferView): Promise<{ ping?: unknown; pong?: unknown } | null>;

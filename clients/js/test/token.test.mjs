@@ -4,6 +4,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { tokenExp, refreshIn, plan, TERMINAL, HeartwireClient } from '../heartwire.js';
+import { FakeSocket, last, nextEvent } from './fake.mjs';
 
 const b64url = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
 // Unsigned: the client never verifies (the server does).
@@ -47,22 +48,10 @@ test('plan: 4003 is terminal, 4001 reconnects at once once, then backs off; no g
   assert.equal(plan(4001, 'token expired', 0, { baseDelay: 500, maxDelay: 20000 }, half), null, 'no way to a fresh token');
   // Other codes are as before with a token.
   assert.equal(plan(4000, '', 1, o, half), 500);
-  assert.equal(plan(4009, 'banned', 1, o, half), 500);
+  // 4009: the backend disconnected this client on purpose (logout, ban): never back.
+  assert.equal(plan(4009, 'banned', 1, o, half), null);
 });
 
-class FakeSocket {
-  static all = [];
-  constructor(url, protocols) { Object.assign(this, { url, protocols, sent: [], closed: null }); FakeSocket.all.push(this); }
-  send(d) { this.sent.push(d); }
-  close(code, reason) { this.closed = { code, reason }; }
-  open() { this.onopen?.(); }
-  end(code, reason) { this.onclose?.({ code, reason }); }
-}
-const last = () => FakeSocket.all.at(-1);
-const nextEvent = (c, type, pred = () => true, ms = 3000) => new Promise((resolve, reject) => {
-  const t = setTimeout(() => { off(); reject(new Error(`no ${type} event within ${ms} ms`)); }, ms);
-  const off = c.on(type, (d) => { if (pred(d)) { clearTimeout(t); off(); resolve(d); } });
-});
 const connecting = (c) => nextEvent(c, 'state', (d) => d.state === 'connecting');
 // A token that expires `ms` from now (exp may be fractional: the client reads it as is).
 const expiring = (ms, sub = 'u') => jwt({ sub, exp: (Date.now() + ms) / 1000 });

@@ -66,6 +66,40 @@ export async function openDemo(page, base, query) {
   await until(page, () => window.demo?.client.state === 'connected', null, 15000, 'connected');
 }
 
+/** Opens the demo page on `route` with client options, without waiting for anything. */
+export async function gotoDemo(page, base, query) {
+  await page.goto(`${base}/demo?${new URLSearchParams(query)}`, { timeout: 15000 });
+}
+
+/** After a close the client must not retry: the page's first `error` event, then a window
+ *  of `ms` (several backoffs of the default 500 ms base) in which a second attempt must not
+ *  start. `where`: the page global holding `events` and `client` (`demo`, or `t` of
+ *  `tokenPage`). */
+export async function stopped(page, where, ms = 3000) {
+  const error = await until(page, (w) => window[w].events.find((e) => e.type === 'error'), where, 15000, 'the terminal error');
+  // A bounded window for a retry that must not come: it ends in a timeout, as it should.
+  let retried = false;
+  try {
+    await page.waitForFunction((w) => window[w].events.filter((e) => e.type === 'state' && e.state === 'connecting').length > 1, where, { timeout: ms, polling: 20 });
+    retried = true;
+  } catch (err) {
+    if (!/Timeout/i.test(String(err))) throw err;
+  }
+  const events = await page.evaluate((w) => window[w].events, where);
+  const down = events.find((e) => e.type === 'state' && e.state === 'disconnected');
+  return {
+    retried,
+    attempts: events.filter((e) => e.type === 'state' && e.state === 'connecting').length,
+    code: error.code,
+    reason: error.reason,
+    message: error.message,
+    errors: events.filter((e) => e.type === 'error').length,
+    reconnect_in: down?.reconnectIn,
+    state: await page.evaluate((w) => window[w].client.state, where),
+    window_ms: ms,
+  };
+}
+
 /** Waits until `fn(arg)` is truthy in the page; returns its value. */
 export async function until(page, fn, arg, ms, what) {
   try {
