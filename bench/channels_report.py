@@ -24,9 +24,9 @@ def dig(d, path):
     return d
 
 
-def load(results):
+def load(results, name="channels.jsonl"):
     rows = {}
-    path = results / "channels.jsonl"
+    path = results / name
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
@@ -67,16 +67,22 @@ def met(ok):
     return "n/a" if ok is None else ("**met**" if ok else "not met")
 
 
-def section(rows, env):
+def provenance(suite, rows, env, reference, setup=""):
+    """The paragraph each suite's section opens with: how, on what build and machine, when."""
     n = max((len(v) for v in rows.values()), default=0)
+    return (f"Written by `SUITE={suite} bench/run.sh` (heartwire only; {reference}, measured by the same script in "
+            f"the same run, on the same server build). Medians of {n} run(s), runs listed as run 1 / run 2 / ...; the "
+            f"suite took {env.get('ELAPSED', '?')} s including a {env.get('BUILD_S', '?')} s release build. heartwire "
+            f"revision {env.get('REVISION', '?')}{setup}; run on "
+            f"{env.get('RUN_DATE') or os.popen('date -u +%Y-%m-%dT%H:%MZ').read().strip()}, "
+            f"load average at report time {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {platform.machine()}, "
+            "2 shared cores, loopback only.")
+
+
+def section(rows, env):
     L = []
     L += ["## Channels and subscriber auth (issue 13)", "",
-          f"Written by `SUITE=channels bench/run.sh` (heartwire only; every figure is compared with a plain",
-          f"route measured by the same script in the same run, on the same server build). Medians of {n} run(s),",
-          f"runs listed as run 1 / run 2 / ...; the suite took {env.get('ELAPSED', '?')} s including a",
-          f"{env.get('BUILD_S', '?')} s release build. heartwire revision {env.get('REVISION', '?')}; run on",
-          f"{os.popen('date -u +%Y-%m-%dT%H:%MZ').read().strip()}, load average at report time "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {platform.machine()}, 2 shared cores, loopback only.", "",
+          provenance("channels", rows, env, "every figure is compared with a plain route"), "",
           "Routes (config written by run.sh): `/news` plain (`channel = \"news\"`, no templates), `/user` with",
           "`channels = [\"user.{query.u}\", \"shared\"]` (each client connects to `/user?u=<its index>`), `/me` with",
           "`auth = \"jwt\"` and `channels = [\"user.{sub}\", \"shared\"]` (token in `?token=`, `sub` = the client's",
@@ -181,22 +187,33 @@ def section(rows, env):
     return "\n".join(L)
 
 
-def main():
-    results, out = Path(sys.argv[1]), Path(sys.argv[2])
-    rows = load(results)
-    env = dict(os.environ)
-    cmds = results / "channels-commands.txt"
-    if cmds.exists():
-        env["_cmds"] = cmds.read_text().splitlines()
-    body = f"{BEGIN}\n{section(rows, env)}\n{END}"
+def splice(out, begin, end, section_text):
+    """Replaces what lies between `begin` and `end` in file `out` (appends both if absent)."""
+    body = f"{begin}\n{section_text}\n{end}"
     text = out.read_text() if out.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + body + tail
     else:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
     out.write_text(text)
+
+
+def write(suite, begin, end, make_section):
+    """The suite's section of BENCHMARKS.md from argv: RESULTS_DIR/<suite>.jsonl (and
+    <suite>-commands.txt), written between `begin` and `end` of the file named second."""
+    results, out = Path(sys.argv[1]), Path(sys.argv[2])
+    rows = load(results, f"{suite}.jsonl")
+    env = dict(os.environ)
+    cmds = results / f"{suite}-commands.txt"
+    if cmds.exists():
+        env["_cmds"] = cmds.read_text().splitlines()
+    splice(out, begin, end, make_section(rows, env))
+
+
+def main():
+    write("channels", BEGIN, END, section)
 
 
 if __name__ == "__main__":

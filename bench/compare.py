@@ -8,6 +8,8 @@ import json
 import statistics
 import sys
 
+from channels_report import dig
+
 # (figure, case, path in the scenario's summary): the hot-path figures a change is judged by.
 FIGURES = [
     ("M1 RSS per idle connection (KiB)", "idle", "kib_per_conn"),
@@ -27,14 +29,6 @@ FIGURES = [
     ("handshake latency p50 (ms)", "handshake", "handshake_ms.p50"),
     ("handshake latency p99 (ms)", "handshake", "handshake_ms.p99"),
 ]
-
-
-def dig(obj, path):
-    for part in path.split("."):
-        if not isinstance(obj, dict) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
 
 
 def main() -> int:

@@ -14,20 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from channels_report import BEGIN as CHANNELS_BEGIN, END as CHANNELS_END
+from channels_report import BEGIN as CHANNELS_BEGIN, END as CHANNELS_END, dig
 
 SERVERS = ["heartwire", "floor", "tornado"]
 COLORS = {"heartwire": "#d62728", "floor": "#1f77b4", "tornado": "#2ca02c"}
 # Sections of BENCHMARKS.md that other runs write (begin and end markers), in this order.
 KEPT_SECTIONS = [("<!-- tls -->", "<!-- /tls -->"), (CHANNELS_BEGIN, CHANNELS_END)]
-
-
-def dig(d, path):
-    for key in path.split("."):
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
 
 
 def load(results):

@@ -179,6 +179,11 @@ pub struct Shared {
     pub last_by_seq: Vec<AtomicU64>,
     /// Latest arrival of any fan-out message (ns since the epoch).
     pub last_arrival: AtomicU64,
+    /// Latencies of sequence numbers from this one on go to `ConnReport::lat_late_us`
+    /// (the `storm` scenario's second phase); `usize::MAX` for none.
+    pub split: usize,
+    /// Drivers that have started reading.
+    pub started: tokio::sync::watch::Sender<usize>,
 }
 
 impl Shared {
@@ -190,7 +195,18 @@ impl Shared {
             dropped: AtomicU64::new(0),
             last_by_seq: (0..expected).map(|_| AtomicU64::new(0)).collect(),
             last_arrival: AtomicU64::new(0),
+            split: usize::MAX,
+            started: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Like [`Shared::new`], latencies of sequence numbers `split..` kept apart.
+    pub fn with_split(expected: usize, split: usize) -> Arc<Self> {
+        let mut s = Self::new(expected);
+        if let Some(s) = Arc::get_mut(&mut s) {
+            s.split = split;
+        }
+        s
     }
 }
 
@@ -199,6 +215,12 @@ impl Shared {
 pub struct ConnReport {
     /// Per-delivery latency, microseconds.
     pub lat_us: Vec<u32>,
+    /// The same for sequence numbers from `Shared::split` on.
+    pub lat_late_us: Vec<u32>,
+    /// Bytes of the fan-out text frames counted (envelope frames included whole).
+    pub frame_bytes: u64,
+    /// Envelope position frames (`{"type":"position",...}`), not counted as messages.
+    pub positions: u64,
     /// Distinct fan-out messages.
     pub unique: u64,
     /// Repeated fan-out messages.
@@ -222,7 +244,54 @@ pub fn fanout_payload(seq: usize, size: usize) -> String {
     s
 }
 
-fn parse_fanout(text: &str) -> Option<(usize, u64)> {
+/// A text frame as a route sends it: raw (the message itself) or envelope JSON.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A raw route's frame: the message as published.
+    Raw(&'a str),
+    /// An envelope `{"type":"message",...}`: its offset (channels with history) and its
+    /// `data` string (the bench's payloads need no JSON escapes).
+    Message { offset: Option<u64>, data: &'a str },
+    /// An envelope `{"type":"position",...}`.
+    Position,
+    /// Any other envelope frame.
+    Other,
+}
+
+/// Classifies a text frame without a JSON parse (the client reads ~500 000 frames/s):
+/// heartwire writes envelope fields in a fixed order, `type` first.
+pub fn frame(text: &str) -> Frame<'_> {
+    let Some(rest) = text.strip_prefix(r#"{"type":""#) else {
+        return Frame::Raw(text);
+    };
+    if rest.starts_with("position\"") {
+        return Frame::Position;
+    }
+    if !rest.starts_with("message\"") {
+        return Frame::Other;
+    }
+    let offset = json_u64(text, r#","offset":"#);
+    let data = text
+        .find(r#","data":""#)
+        .map(|i| &text[i + 9..])
+        .and_then(|d| d.find('"').map(|end| &d[..end]));
+    match data {
+        Some(data) => Frame::Message { offset, data },
+        None => Frame::Other,
+    }
+}
+
+/// The unsigned number after `key` (e.g. `,"offset":`) in a JSON text, if any.
+pub fn json_u64(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let digits = text[at..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(&text[at..], |end| &text[at..at + end]);
+    digits.parse().ok()
+}
+
+/// Parses a fan-out payload (see [`fanout_payload`]): sequence number and send time.
+pub fn parse_fanout(text: &str) -> Option<(usize, u64)> {
     let mut it = text.strip_prefix("F ")?.split(' ');
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
@@ -259,6 +328,7 @@ pub async fn drive(mut ws: Ws, shared: Arc<Shared>, stop: CancellationToken) -> 
     let expected = shared.last_by_seq.len();
     let mut seen: Vec<u64> = Vec::new();
     let mut max_seq: Option<usize> = None;
+    shared.started.send_modify(|n| *n += 1);
     loop {
         let msg = tokio::select! {
             biased;
@@ -267,7 +337,15 @@ pub async fn drive(mut ws: Ws, shared: Arc<Shared>, stop: CancellationToken) -> 
         };
         match msg {
             Some(Ok(Message::Text(t))) => {
-                let Some((seq, sent)) = parse_fanout(t.as_str()) else {
+                let payload = match frame(t.as_str()) {
+                    Frame::Raw(p) | Frame::Message { data: p, .. } => p,
+                    Frame::Position => {
+                        r.positions += 1;
+                        continue;
+                    }
+                    Frame::Other => continue,
+                };
+                let Some((seq, sent)) = parse_fanout(payload) else {
                     continue;
                 };
                 let at = now_ns();
@@ -277,7 +355,13 @@ pub async fn drive(mut ws: Ws, shared: Arc<Shared>, stop: CancellationToken) -> 
                 if let Some(slot) = shared.last_by_seq.get(seq) {
                     slot.fetch_max(lat, Ordering::Relaxed);
                 }
-                r.lat_us.push(u32::try_from(lat / 1000).unwrap_or(u32::MAX));
+                r.frame_bytes += t.len() as u64;
+                let lat_us = u32::try_from(lat / 1000).unwrap_or(u32::MAX);
+                if seq >= shared.split {
+                    r.lat_late_us.push(lat_us);
+                } else {
+                    r.lat_us.push(lat_us);
+                }
                 if seen.is_empty() {
                     seen = vec![0; expected.div_ceil(64).max(1)];
                 }
@@ -402,6 +486,31 @@ mod tests {
         let (seq, sent) = parse_fanout(&p).unwrap();
         assert_eq!(seq, 42);
         assert!(sent > 0);
+    }
+
+    #[test]
+    fn envelope_frames_are_classified() {
+        let p = fanout_payload(7, 100);
+        let env = format!(
+            r#"{{"type":"message","channel":"hist","offset":42,"epoch":"k3j9x2ab","data":"{p}"}}"#
+        );
+        assert_eq!(
+            frame(&env),
+            Frame::Message {
+                offset: Some(42),
+                data: p.as_str()
+            }
+        );
+        assert_eq!(parse_fanout(&p).map(|(s, _)| s), Some(7));
+        assert_eq!(
+            frame(r#"{"type":"position","channel":"hist","epoch":"e","offset":3}"#),
+            Frame::Position
+        );
+        assert_eq!(frame(&p), Frame::Raw(p.as_str()));
+        assert_eq!(
+            json_u64(r#"{"offset":3,"replayed":50}"#, r#","replayed":"#),
+            Some(50)
+        );
     }
 
     #[test]

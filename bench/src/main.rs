@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod client;
 mod floor;
 mod jwt;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use scenario::{Common, echo, fanout, handshake, heartbeat, idle, personal};
+use scenario::{Common, echo, fanout, handshake, heartbeat, histmem, idle, personal, storm};
 
 /// Benchmarks for heartwire, the seed's Tornado demo and a raw-socket floor.
 #[derive(Parser)]
@@ -78,6 +79,21 @@ enum Command {
         #[command(flatten)]
         args: handshake::Args,
     },
+    /// N clients on a route with history disconnect, miss M messages and reconnect at
+    /// once with `recover=`: time until all are live, publish latency to others meanwhile.
+    Storm {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: storm::Args,
+    },
+    /// M messages published into channel history: RSS and history bytes per message.
+    Histmem {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: histmem::Args,
+    },
     /// The raw-socket floor server.
     Floor {
         #[command(flatten)]
@@ -134,6 +150,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Handshake { common, args } => {
             common.check()?;
             handshake::run(&common, &args).await?
+        }
+        Command::Storm { common, args } => {
+            common.check()?;
+            storm::run(&common, &args).await?
+        }
+        Command::Histmem { common, args } => {
+            common.check()?;
+            histmem::run(&common, &args).await?
         }
         Command::Heartbeat { common, args } => {
             common.check()?;

@@ -2,7 +2,9 @@
 //! carrying its send time; per-delivery latency, time until the last client has each
 //! message, loss, duplicates and order. With `--hups`, SIGHUPs the server meanwhile.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -10,8 +12,8 @@ use serde_json::{Value, json};
 use tokio::time::{sleep, sleep_until};
 
 use super::{Common, Driven, paths};
-use crate::client::{Shared, connect_all, fanout_payload};
-use crate::procstat::cpu_delta;
+use crate::client::{Dialer, Shared, connect_all, fanout_payload};
+use crate::procstat::{Proc, cpu_delta};
 use crate::publisher::Publisher;
 use crate::stats::{dump_quantiles, ms_summary, now_ns, pct, round3};
 
@@ -54,6 +56,16 @@ pub struct Args {
     /// Write latency quantiles (ms) as a JSON array here, for the plot.
     #[arg(long)]
     pub dump: Option<PathBuf>,
+    /// A second node (loopback) sharing a broker with --server: half the receivers
+    /// connect there; publishes still go to --server.
+    #[arg(long)]
+    pub also: Option<SocketAddr>,
+    /// The second node's process id: its CPU counts into the figures.
+    #[arg(long)]
+    pub also_pid: Option<u32>,
+    /// The broker's process id (redis-server): its CPU is reported apart.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
 }
 
 /// Runs `fanout` (named `reload` in the summary when `--hups` > 0).
@@ -67,19 +79,35 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
         c.concurrency,
     )
     .await;
-    let opened = connect_all(
-        &dialer,
-        a.clients,
-        std::slice::from_ref(&a.path),
-        c.concurrency,
-    )
-    .await;
+    let here = match a.also {
+        Some(_) => a.clients.div_ceil(2),
+        None => a.clients,
+    };
+    let mut opened = connect_all(&dialer, here, std::slice::from_ref(&a.path), c.concurrency).await;
+    if let Some(also) = a.also {
+        anyhow::ensure!(
+            also.ip().is_loopback(),
+            "--also must be a loopback address, got {also}"
+        );
+        let other = Arc::new(Dialer::new(also, c.sources, dialer.tls()));
+        let there = connect_all(
+            &other,
+            a.clients - here,
+            std::slice::from_ref(&a.path),
+            c.concurrency,
+        )
+        .await;
+        opened.conns.extend(there.conns);
+        opened.failures += there.failures;
+        opened.first_error = opened.first_error.or(there.first_error);
+        opened.elapsed += there.elapsed;
+    }
     let receivers = opened.conns.len();
+    let (also_proc, broker_proc) = (Proc(a.also_pid), Proc(a.broker_pid));
     let shared = Shared::new(a.count);
     let quiet = Shared::new(0);
-    let idle = Driven::start(bystanders.conns, &quiet);
-    let driven = Driven::start(opened.conns, &shared);
-    sleep(Duration::from_millis(500)).await;
+    let idle = Driven::start(bystanders.conns, &quiet).await;
+    let driven = Driven::start(opened.conns, &shared).await;
 
     let channel = (!a.channel.is_empty()).then_some(a.channel.as_str());
     let mut publisher = Publisher::new(dialer.server(), &c.publish_path, channel, dialer.tls());
@@ -89,6 +117,7 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
     let mut queued_short = 0usize;
     let mut hups_sent = 0usize;
     let cpu0 = proc.cpu_secs();
+    let (also0, broker0) = (also_proc.cpu_secs(), broker_proc.cpu_secs());
     let start = Instant::now();
     let first_ns = now_ns();
     let limit = start + Duration::from_secs_f64(a.max_secs);
@@ -122,15 +151,25 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
     while shared.delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
         sleep(Duration::from_millis(5)).await;
     }
-    let cpu = cpu_delta(cpu0, proc.cpu_secs());
+    let cpu_here = cpu_delta(cpu0, proc.cpu_secs());
+    let cpu_also = cpu_delta(also0, also_proc.cpu_secs());
+    let cpu_broker = cpu_delta(broker0, broker_proc.cpu_secs());
+    // Every node's CPU: the fan-out is split between them.
+    let cpu = match (cpu_here, a.also_pid) {
+        (Some(h), Some(_)) => cpu_also.map(|o| h + o),
+        (h, _) => h,
+    };
     let reports = driven.finish().await;
     let bystander_reports = idle.finish().await;
 
     let mut lat: Vec<u32> = Vec::with_capacity(expected as usize);
     let (mut unique, mut dups, mut ooo, mut dropped) = (0u64, 0u64, 0u64, 0u64);
+    let (mut frame_bytes, mut positions) = (0u64, 0u64);
     let mut closes: Vec<u16> = Vec::new();
     for (_, r) in &reports {
         lat.extend_from_slice(&r.lat_us);
+        frame_bytes += r.frame_bytes;
+        positions += r.positions;
         unique += r.unique;
         dups += r.dups;
         ooo += r.out_of_order;
@@ -188,9 +227,14 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
         "out_of_order": ooo,
         "dropped": dropped,
         "close_codes": closes,
+        "bytes_per_frame": (delivered > 0).then(|| round3(frame_bytes as f64 / delivered as f64)),
+        "position_frames": positions,
         "deliveries_per_s": round3(delivered as f64 / span_s.max(1e-9)),
         "cpu_s": cpu.map(round3),
         "cpu_us_per_delivery": cpu.filter(|_| delivered > 0).map(|s| round3(s * 1e6 / delivered as f64)),
+        "nodes": 1 + usize::from(a.also.is_some()),
+        "broker_cpu_s": cpu_broker.map(round3),
+        "broker_cpu_us_per_publish": cpu_broker.filter(|_| published > 0).map(|s| round3(s * 1e6 / published as f64)),
         "sighups": hups_sent,
     }))
 }

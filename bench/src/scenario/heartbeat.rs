@@ -35,7 +35,7 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
     let routes = paths(&a.paths);
     let opened = connect_all(&dialer, a.conns, &routes, c.concurrency).await;
     let shared = Shared::new(0);
-    let driven = Driven::start(opened.conns, &shared);
+    let driven = Driven::start(opened.conns, &shared).await;
 
     let mut failures = opened.failures;
     let start = Instant::now();

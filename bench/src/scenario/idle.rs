@@ -43,7 +43,7 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
     let opened = connect_all(&dialer, a.conns, &paths(&a.paths), c.concurrency).await;
     let established = opened.conns.len();
     let shared = Shared::new(0);
-    let driven = Driven::start(opened.conns, &shared);
+    let driven = Driven::start(opened.conns, &shared).await;
 
     sleep(Duration::from_secs_f64(a.settle)).await;
     let rss_full = proc.rss_kib();

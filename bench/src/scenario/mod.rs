@@ -4,11 +4,14 @@ pub mod echo;
 pub mod fanout;
 pub mod handshake;
 pub mod heartbeat;
+pub mod histmem;
 pub mod idle;
 pub mod personal;
+pub mod storm;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -90,13 +93,23 @@ pub struct Driven {
 }
 
 impl Driven {
-    /// Starts one driver per connection.
-    pub fn start(conns: Vec<(usize, Ws)>, shared: &Arc<Shared>) -> Self {
+    /// Starts one driver per connection and returns once each is reading (at most 30 s),
+    /// so nothing measured after it waits for a driver's first turn.
+    pub async fn start(conns: Vec<(usize, Ws)>, shared: &Arc<Shared>) -> Self {
         let stop = CancellationToken::new();
+        let mut started = shared.started.subscribe();
+        let want = *started.borrow() + conns.len();
         let tasks = conns
             .into_iter()
             .map(|(p, ws)| (p, tokio::spawn(drive(ws, shared.clone(), stop.clone()))))
             .collect();
+        let all = started.wait_for(|n| *n >= want);
+        if tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .is_err()
+        {
+            eprintln!("warning: not every driver started within 30 s");
+        }
         Self { stop, tasks }
     }
 

@@ -10,7 +10,7 @@ use tokio::time::{sleep, sleep_until};
 
 use super::{Common, Driven};
 use crate::client::{Shared, connect_all, fanout_payload};
-use crate::procstat::cpu_delta;
+use crate::procstat::{Proc, cpu_delta};
 use crate::publisher::Publisher;
 use crate::stats::{ms_summary, round3};
 
@@ -44,6 +44,9 @@ pub struct Args {
     /// Hard limit on the publishing phase, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub max_secs: f64,
+    /// The broker's process id (redis-server): its CPU is reported apart.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
 }
 
 /// User of publish `seq`: a fixed pseudo-random pick (the same in every run).
@@ -75,11 +78,11 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
     .await;
     let receivers = opened.conns.len();
     let shared = Shared::new(a.count);
-    let driven = Driven::start(opened.conns, &shared);
-    // As in `fanout`: let the drivers reach their first read before the clock starts.
-    sleep(Duration::from_millis(500)).await;
+    let driven = Driven::start(opened.conns, &shared).await;
 
     let cpu0 = proc.cpu_secs();
+    let broker = Proc(a.broker_pid);
+    let broker0 = broker.cpu_secs();
     let start = Instant::now();
     let limit = start + Duration::from_secs_f64(a.max_secs);
     let pubs = a.publishers.max(1);
@@ -135,6 +138,7 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
         sleep(Duration::from_millis(5)).await;
     }
     let cpu = cpu_delta(cpu0, proc.cpu_secs());
+    let broker_cpu = cpu_delta(broker0, broker.cpu_secs());
     let reports = driven.finish().await;
 
     let mut lat: Vec<u32> = Vec::with_capacity(expected as usize);
@@ -161,6 +165,7 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
         "publishers": pubs,
         "rate": a.rate,
         "achieved_rate": round3(all.published as f64 / publish_s.max(1e-9)),
+        "publish_s": round3(publish_s),
         "size": a.size,
         "publish_errors": all.errors,
         "publish_error": all.first_error,
@@ -174,6 +179,8 @@ pub async fn run(c: &Common, a: &Args) -> anyhow::Result<Value> {
         "dropped": dropped,
         "cpu_s": cpu.map(round3),
         "cpu_us_per_publish": cpu.filter(|_| all.published > 0).map(|s| round3(s * 1e6 / all.published as f64)),
+        "broker_cpu_s": broker_cpu.map(round3),
+        "broker_cpu_us_per_publish": broker_cpu.filter(|_| all.published > 0).map(|s| round3(s * 1e6 / all.published as f64)),
     }))
 }
 
