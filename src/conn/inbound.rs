@@ -11,7 +11,7 @@ use tokio::time::{self, Instant};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::refresh::{Refresh, refresh};
+use super::refresh::{REFRESH_BURST, Refresh, TokenClock, refresh};
 use super::session::Session;
 use super::step::{Step, written};
 use super::write::write;
@@ -29,7 +29,7 @@ pub(super) async fn inbound<S>(
     s: &Session,
     heartbeat: Option<&dyn Heartbeat>,
     beat: &mut PeerBeat,
-    expires: &mut Option<std::time::Instant>,
+    token: &mut TokenClock,
     msg: Message,
 ) -> Step
 where
@@ -50,11 +50,19 @@ where
         return write(ws, [reply], s.write_timeout).await;
     }
     if let Message::Text(text) = &msg {
-        match refresh(s, text.as_str()) {
+        match refresh(s, text.as_str(), &mut token.refresh_limit) {
             Refresh::NotOne => {}
             Refresh::Renewed(at) => {
-                *expires = at;
+                token.expires = at;
                 return Step::Continue;
+            }
+            Refresh::TooSoon => {
+                s.conn.vitals.route().auth_refused("too_soon");
+                debug!("token refresh refused: over the rate limit");
+                let reason = format!(
+                    "token refreshed over {REFRESH_BURST} times at once or once a second: refresh shortly before expiry"
+                );
+                return Step::Close(close::REFUSED, reason, Duration::ZERO);
             }
             Refresh::Refused(e) => {
                 s.conn.vitals.route().auth_refused(e.label());

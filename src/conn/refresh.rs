@@ -1,8 +1,12 @@
 //! A token refresh: on a route that requires tokens, the text message `{"token": "..."}`
 //! replaces the connection's token before it expires. Consumed like a pong: the route's
 //! `on_message` never sees it.
+//!
+//! Each refresh costs a signature check (ES256: about 300 us), so a connection's refreshes
+//! are rate limited: a burst of [`REFRESH_BURST`], then one per [`REFRESH_EVERY`]. One
+//! over that is refused (4003) before any check.
 
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -18,6 +22,23 @@ pub(super) enum Refresh {
     Renewed(Option<StdInstant>),
     /// Refused: close as [`AuthError::close`] says.
     Refused(AuthError),
+    /// Over the rate limit: refused, unchecked.
+    TooSoon,
+}
+
+/// One refresh per this, sustained. Clients refresh once per token, shortly before it
+/// expires, and tokens live minutes: only a client stuck in a loop comes near it.
+pub(super) const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Refreshes allowed at once, above the sustained rate.
+pub(super) const REFRESH_BURST: u32 = 10;
+
+/// A connection's token times, on the runtime's clock.
+#[derive(Debug, Default)]
+pub(super) struct TokenClock {
+    /// When the token runs out (`exp` plus leeway); `None` without one.
+    pub expires: Option<StdInstant>,
+    /// The refresh rate limit's next conforming time (the generic cell rate algorithm).
+    pub refresh_limit: Option<StdInstant>,
 }
 
 #[derive(Deserialize)]
@@ -29,7 +50,8 @@ struct Message<'a> {
 
 /// Reads `text` as a refresh of the connection `s`, checked with its route's keys as
 /// they are now (a reload may have rotated them): same `sub`, every channel still allowed.
-pub(super) fn refresh(s: &Session, text: &str) -> Refresh {
+/// `limit` is its rate limit's state, see [`admit`].
+pub(super) fn refresh(s: &Session, text: &str, limit: &mut Option<StdInstant>) -> Refresh {
     // Only connections that hold a token refresh it, and only this exact shape is one.
     if s.settings.auth.is_none() || !text.trim_start().starts_with('{') {
         return Refresh::NotOne;
@@ -37,6 +59,10 @@ pub(super) fn refresh(s: &Session, text: &str) -> Refresh {
     let Ok(Message { token }) = serde_json::from_str::<Message>(text) else {
         return Refresh::NotOne;
     };
+    let now = Instant::now().into_std();
+    if !admit(limit, now) {
+        return Refresh::TooSoon;
+    }
     let Some(auth) = s.route.settings().auth.clone() else {
         // The route no longer requires tokens: nothing left to expire.
         return Refresh::Renewed(None);
@@ -56,9 +82,45 @@ pub(super) fn refresh(s: &Session, text: &str) -> Refresh {
     {
         return Refresh::Refused(e);
     }
-    Refresh::Renewed(
-        identity
-            .remaining()
-            .map(|left| Instant::now().into_std() + left),
-    )
+    Refresh::Renewed(identity.remaining().map(|left| now + left))
+}
+
+/// Whether a refresh at `now` is within the rate limit, counting it if so: each one
+/// moves `tat` a [`REFRESH_EVERY`] later, and it may run at most [`REFRESH_BURST`] of them
+/// ahead of `now`.
+fn admit(tat: &mut Option<StdInstant>, now: StdInstant) -> bool {
+    let next = tat.map_or(now, |t| t.max(now)) + REFRESH_EVERY;
+    if next > now + REFRESH_EVERY * REFRESH_BURST {
+        return false;
+    }
+    *tat = Some(next);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_ten_then_one_a_second() {
+        let start = StdInstant::now();
+        let mut tat = None;
+        for i in 0..REFRESH_BURST {
+            assert!(admit(&mut tat, start), "refresh {i} of the burst");
+        }
+        assert!(!admit(&mut tat, start), "the 11th at once");
+        let ms = Duration::from_millis;
+        assert!(!admit(&mut tat, start + ms(999)), "a second is not up");
+        assert!(admit(&mut tat, start + ms(1000)));
+        assert!(!admit(&mut tat, start + ms(1000)));
+        // One a second goes on for ever; a quiet spell refills the burst.
+        for s in 2..100 {
+            assert!(admit(&mut tat, start + ms(1000 * s)), "at {s} s");
+        }
+        let later = start + ms(1000 * 99 + 10_000);
+        for i in 0..REFRESH_BURST {
+            assert!(admit(&mut tat, later), "refresh {i} of the second burst");
+        }
+        assert!(!admit(&mut tat, later));
+    }
 }

@@ -18,6 +18,7 @@ use tracing::debug;
 
 use super::inbound::{inbound, read_error};
 use super::outbound::{ended, skipped};
+use super::refresh::TokenClock;
 use super::session::{Ended, Session};
 use super::step::Step;
 use super::write::{close_with, write, write_shared};
@@ -57,7 +58,10 @@ where
             (now.generation, now.policy.clone())
         };
         let mut beat = PeerBeat::default();
-        let mut expires = s.expires;
+        let mut token = TokenClock {
+            expires: s.expires,
+            refresh_limit: None,
+        };
         let vitals = s.conn.vitals.clone();
         vitals.follow(heartbeat.as_deref());
 
@@ -75,7 +79,7 @@ where
 
         let step = loop {
             // One timer for both deadlines: a second would enlarge every connection.
-            let deadline = earliest(beat.deadline(), expires);
+            let deadline = earliest(beat.deadline(), token.expires);
             let step = tokio::select! {
                 biased;
                 () = s.conn.token.cancelled() => Step::Close(
@@ -90,7 +94,7 @@ where
                 ),
                 // Built per turn on purpose: when a pong clears the deadline the timer is
                 // dropped with it, rather than left to wake an idle connection for nothing.
-                () = sleep_until(deadline) => if expires.is_some_and(|at| at <= Instant::now().into_std()) {
+                () = sleep_until(deadline) => if token.expires.is_some_and(|at| at <= Instant::now().into_std()) {
                     // Counted here, not by its code: a refresh with an expired token closes
                     // with 4001 too, and is counted as a refusal.
                     vitals.route().token_expired();
@@ -107,7 +111,7 @@ where
                         }
                         // Boxed, like the close below: cold paths whose state would otherwise
                         // enlarge every idle connection's task.
-                        Box::pin(inbound(&mut ws, &s, heartbeat.as_ref().map(|a| a.heartbeat.as_ref()), &mut beat, &mut expires, msg)).await
+                        Box::pin(inbound(&mut ws, &s, heartbeat.as_ref().map(|a| a.heartbeat.as_ref()), &mut beat, &mut token, msg)).await
                     }
                     Some(Err(err)) => read_error(err),
                 },

@@ -466,6 +466,28 @@ async fn a_refresh_for_another_user_closes_with_4003() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn refreshes_past_the_rate_limit_are_refused_unchecked() {
+    // Ten at once are taken, one more a second later too; the next at that instant is
+    // refused however valid its token, and at once, not at an expiry.
+    let mut rig = Rig::start_as(AUTH, 64 * 1024, Some("u1"), Some(5 * 1000 * MS));
+    let refresh = refresh_for("u1", 100);
+    for _ in 0..10 {
+        rig.send(OP_TEXT, &refresh).await;
+    }
+    tokio::time::sleep(1000 * MS).await;
+    rig.send(OP_TEXT, &refresh).await;
+    rig.send(OP_TEXT, &refresh).await;
+    let (code, reason, at) = rig.close().await;
+    assert_eq!(code, crate::close::REFUSED, "{reason}");
+    assert!(
+        reason.starts_with("token refreshed over 10 times"),
+        "{reason}"
+    );
+    assert!(reason.len() <= crate::close::MAX_REASON, "{reason}");
+    assert_eq!(at, 1000 * MS, "closed at the 12th, not at an expiry");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_client_ping_is_answered_at_once_and_not_passed_to_the_route() {
     // An echo route without heartbeat: the pong comes back, the ping is not echoed.
     let mut rig = Rig::start("[[route]]\npath = \"/a\"\n", 64 * 1024);
