@@ -177,6 +177,44 @@ async fn three_nodes_deliver_every_publish_once_and_personal_channels_only_to_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_another_node_with_the_same_idempotency_key_publishes_once() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "127.0.0.1:0"), node(&redis, "127.0.0.1:0"));
+    let mut ws = connect(b.public, "/live", None).await.unwrap();
+    json(&mut ws).await;
+    let keyed = |addr: SocketAddr, channel: &'static str, key: &'static str, n: u64| {
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", key),
+        ];
+        let target = format!("/publish?channel={channel}");
+        async move {
+            let body = format!("{{\"n\":{n}}}");
+            common::http_with_head(addr, "POST", &target, &headers, body.as_bytes()).await
+        }
+    };
+    let (status, head, first) = keyed(a.public, "news", "order-42", 1).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(!head.to_ascii_lowercase().contains("idempotent-replayed"));
+    // The backend's retry reaches node B: node A's answer, and nothing published.
+    let (status, head, again) = keyed(b.public, "news", "order-42", 2).await;
+    assert_eq!((status, &again), (200, &first));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("idempotent-replayed: true"),
+        "{head}"
+    );
+    // A refused publish gives its key back at once: the retry that follows it publishes.
+    let (status, _, body) = keyed(b.public, "no%20such", "order-43", 3).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = keyed(a.public, "news", "order-43", 4).await;
+    assert_eq!(status, 200, "{body}");
+    // In order on the client: 1 then 4; 2 was never published (nor 3).
+    assert_eq!(json(&mut ws).await["data"]["n"], 1);
+    assert_eq!(json(&mut ws).await["data"]["n"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_reaches_redis_over_tls_with_its_password_file_and_a_wrong_one_says_so() {
     let redis = Redis::start_with(&["--requirepass", "s3cret-for-tests"], true);
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::form;
-use super::publish::{authorize, throttle};
+use super::publish::{authorize, throttle, unavailable};
 use super::rate_limit::RateLimit;
 use crate::channels::check_channel;
 use crate::config::PublishConfig;
@@ -28,10 +28,7 @@ pub(super) async fn handle(
     req: &Request<Incoming>,
 ) -> Response<Body> {
     let done = match kick(config, limit, req) {
-        Ok((who, reason)) => broker.kick(&who, &reason).await.map_err(|err| {
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-        }),
+        Ok((who, reason)) => broker.kick(&who, &reason).await.map_err(unavailable),
         Err(refusal) => Err(refusal),
     };
     match done {

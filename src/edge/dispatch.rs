@@ -27,7 +27,6 @@ pub(super) async fn dispatch(
             hub: &edge.hub,
             config: &config.publish,
             limit: &edge.publish_limit,
-            idempotency: &edge.idempotency,
             body_timeout: config.server.handshake_timeout,
         };
         let res = publish::handle(publisher, req).await;

@@ -12,7 +12,6 @@ mod dispatch;
 mod form;
 mod forwarded;
 mod handshake;
-mod idempotency;
 pub mod limits;
 mod listener;
 mod proxy_protocol;

@@ -10,7 +10,7 @@
 //! the message's position (the channel's epoch and the message's offset). An `Idempotency-Key` header makes a retry
 //! answer the same without publishing twice (see [`super::idempotency`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -21,11 +21,10 @@ use subtle::ConstantTimeEq;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::form;
-use super::idempotency::{Claim, Idempotency, check_key};
 use super::rate_limit::RateLimit;
 use crate::channels::check_channel;
 use crate::config::PublishConfig;
-use crate::fanout::{Broker, BrokerError, Hub, Receipt, Target};
+use crate::fanout::{Broker, BrokerError, Claim, Hub, Receipt, Target, check_key};
 use crate::http::{self, Body, Refusal};
 use crate::wire::Payload;
 
@@ -61,7 +60,6 @@ pub(super) struct Publisher<'a> {
     pub hub: &'a Hub,
     pub config: &'a PublishConfig,
     pub limit: &'a RateLimit,
-    pub idempotency: &'a Idempotency,
     pub body_timeout: Duration,
 }
 
@@ -86,7 +84,7 @@ async fn answer(p: &Publisher<'_>, req: Request<Incoming>) -> Result<Response<Bo
         let (channels, receipt) = publish(p, req).await?;
         return Ok(ok(reply(channels, receipt)));
     };
-    match p.idempotency.claim(&key, Instant::now()) {
+    match p.broker.claim(&key).await.map_err(unavailable)? {
         Claim::Answered(body) => {
             p.hub.metrics().idempotent_replay();
             let mut res = ok(body);
@@ -99,32 +97,45 @@ async fn answer(p: &Publisher<'_>, req: Request<Incoming>) -> Result<Response<Bo
             "a publish with this Idempotency-Key is still in flight: wait for its answer, then retry",
         )),
         Claim::Fresh => {
-            // Frees the key if this request fails or is dropped half way.
+            // Frees the key if this request is dropped half way.
             let mut claim = Claimed {
-                ids: p.idempotency,
+                broker: p.broker,
                 key: &key,
-                answered: false,
+                settled: false,
             };
-            let (channels, receipt) = publish(p, req).await?;
-            let body = reply(channels, receipt);
-            p.idempotency.answered(&key, body.clone(), Instant::now());
-            claim.answered = true;
-            Ok(ok(body))
+            let published = publish(p, req).await;
+            claim.settled = true;
+            match published {
+                Ok((channels, receipt)) => {
+                    let body = reply(channels, receipt);
+                    p.broker.answered(&key, body.clone()).await;
+                    Ok(ok(body))
+                }
+                Err(refusal) => {
+                    // Released before the answer: a retry that follows it may publish.
+                    p.broker.failed(&key).await;
+                    Err(refusal)
+                }
+            }
         }
     }
 }
 
-/// A fresh claim on a key, given back unless the publish answered.
+/// A fresh claim on a key, released if the request ends before it is settled.
 struct Claimed<'a> {
-    ids: &'a Idempotency,
+    broker: &'a dyn Broker,
     key: &'a str,
-    answered: bool,
+    settled: bool,
 }
 
 impl Drop for Claimed<'_> {
     fn drop(&mut self) {
-        if !self.answered {
-            self.ids.failed(self.key);
+        if !self.settled {
+            let release = self.broker.failed(self.key);
+            // Outside a runtime (its shutdown) a shared claim lapses on its own.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(release);
+            }
         }
     }
 }
@@ -224,13 +235,14 @@ async fn publish(
         .broker
         .publish(&target, message)
         .await
-        .map_err(|err| match err {
-            BrokerError::NotRunning | BrokerError::Unavailable(_) => {
-                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-            }
-        })?;
+        .map_err(unavailable)?;
     Ok((channels, receipt))
+}
+
+/// 503 for a broker that cannot take a publish now.
+pub(super) fn unavailable(err: BrokerError) -> Refusal {
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 /// Who a publish naming `channels` is for: every connection when none, else those

@@ -6,7 +6,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::idempotency::Idempotency;
 use super::limits::{HttpSlots, OnWave, Slots};
 use super::publish;
 use super::rate_limit::RateLimit;
@@ -31,8 +30,6 @@ pub struct Edge {
     pub http: Arc<HttpSlots>,
     /// The publish rate limit's bucket.
     pub publish_limit: RateLimit,
-    /// Publishes' recent `Idempotency-Key`s and their answers.
-    pub idempotency: Idempotency,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
     /// Where refusals, publishes and HTTP connections are counted.
@@ -67,7 +64,6 @@ impl Edge {
             slots: Arc::new(Slots::new(on_wave)),
             http: Arc::new(HttpSlots::new(metrics.http_gauge())),
             publish_limit: RateLimit::default(),
-            idempotency: Idempotency::default(),
             shutdown,
             metrics,
             tls,

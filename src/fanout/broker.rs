@@ -9,9 +9,13 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use std::time::Instant;
+
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use super::hub::{Hub, Kick, Receipt, Target};
+use super::idempotency::{Claim, Idempotency};
 use super::route::Resume;
 use crate::wire::Payload;
 
@@ -79,12 +83,21 @@ pub trait Broker: Send + Sync + fmt::Debug {
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Claims a publish's `Idempotency-Key` for this attempt, where every node sharing the
+    /// bus sees it (see [`super::idempotency`]).
+    fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Claim, BrokerError>>;
+    /// The publish claimed with `key` answered 200 with `body`: a retry on any node gets it.
+    fn answered<'a>(&'a self, key: &'a str, body: Bytes) -> BoxFuture<'a, ()>;
+    /// The publish claimed with `key` did not answer 200: a retry may publish once the
+    /// returned future is done (it needs no borrow, so a dropped request can spawn it).
+    fn failed(&self, key: &str) -> BoxFuture<'static, ()>;
 }
 
 /// The embedded broker: this process is the only node.
 #[derive(Default)]
 pub struct MemoryBroker {
     hub: OnceLock<Arc<Hub>>,
+    keys: Idempotency,
 }
 
 impl fmt::Debug for MemoryBroker {
@@ -125,6 +138,20 @@ impl Broker for MemoryBroker {
     }
 
     fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Claim, BrokerError>> {
+        Box::pin(std::future::ready(Ok(self.keys.claim(key, Instant::now()))))
+    }
+
+    fn answered<'a>(&'a self, key: &'a str, body: Bytes) -> BoxFuture<'a, ()> {
+        self.keys.answered(key, body, Instant::now());
+        Box::pin(std::future::ready(()))
+    }
+
+    fn failed(&self, key: &str) -> BoxFuture<'static, ()> {
+        self.keys.failed(key);
         Box::pin(std::future::ready(()))
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod drain;
 mod history;
 pub mod history_file;
 mod hub;
+pub(crate) mod idempotency;
 mod mailbox;
 #[cfg(test)]
 mod recovery_tests;
@@ -20,6 +21,7 @@ pub use broker::{Broker, BrokerError, Hold, MemoryBroker};
 pub(crate) use history::is_epoch;
 pub use history::{History, Saved};
 pub use hub::{BusSlice, Delivered, Hub, Kick, MAX_KICK_USER, Placed, Receipt, Target};
+pub use idempotency::{Claim, check_key};
 pub(crate) use mailbox::{Behind, Ending, Limits};
 pub use route::Route;
 pub(crate) use route::{Conn, Registration, Resume, Subscriber};

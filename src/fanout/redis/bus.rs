@@ -12,13 +12,16 @@ use redis::{Client, IntoConnectionInfo, Value};
 use super::codec::{self, Keys, Scripts};
 use crate::config::{HistoryPolicy, RedisConfig};
 use crate::fanout::history::new_epoch;
-use crate::fanout::{BrokerError, BusSlice, Delivered, Hub, Kick, Receipt, Target};
+use crate::fanout::{BrokerError, BusSlice, Claim, Delivered, Hub, Kick, Receipt, Target};
 use crate::metrics::BrokerCounters;
 use crate::wire::Payload;
 
 /// Most entries one read of a channel's history returns (a channel keeps at most
 /// `MAX_HISTORY_SIZE`).
 const MAX_READ: usize = crate::config::MAX_HISTORY_SIZE;
+
+/// How many broker timeouts a publish key stays claimed while its publish is in flight.
+const IN_FLIGHT: u32 = 10;
 
 /// Channels read from Redis in one round trip.
 const SYNC_BATCH: usize = 256;
@@ -273,6 +276,50 @@ impl Bus {
                 Err(BrokerError::Unavailable(why))
             }
         }
+    }
+
+    /// Claims publish key `key` for [`IN_FLIGHT`] broker timeouts (a node that dies half
+    /// way holds it no longer): one `SET NX GET`, so two nodes never both get it fresh.
+    pub async fn claim(&self, key: &str) -> Result<Claim, BrokerError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.idempotency(key))
+            .arg("")
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(millis(self.timeout * IN_FLIGHT));
+        let call = cmd.query_async::<Option<Vec<u8>>>(&mut conn);
+        match self.bounded("idempotency claim", call).await {
+            Ok(None) => Ok(Claim::Fresh),
+            Ok(Some(held)) if held.is_empty() => Ok(Claim::InFlight),
+            Ok(Some(answer)) => Ok(Claim::Answered(answer.into())),
+            Err(why) => {
+                self.counters.publish_errors.inc();
+                Err(BrokerError::Unavailable(why))
+            }
+        }
+    }
+
+    /// Keeps `body` as the answer to publish key `key` for the idempotency window.
+    pub async fn answered(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.idempotency(key))
+            .arg(body)
+            .arg("PX")
+            .arg(millis(crate::fanout::idempotency::WINDOW));
+        self.bounded("idempotency answer", cmd.query_async::<()>(&mut conn))
+            .await
+    }
+
+    /// Gives up the claim on publish key `key` (its publish failed): a retry may publish.
+    pub async fn forget(&self, key: &str) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.keys.idempotency(key));
+        self.bounded("idempotency release", cmd.query_async::<()>(&mut conn))
+            .await
     }
 
     /// Publishes probe `seq` to this node's own probe channel.

@@ -5,8 +5,9 @@
 //! the stream `P:{C}:s` (entry id `OFFSET-0`, field `p`: the payload), and the pub/sub
 //! channel `P:{C}`. The channel name is the hash tag, so one channel's keys share a Redis
 //! Cluster slot (see README "Running several nodes"). `P:!all` carries publishes to every
-//! connection, `P:!kick` kicks, `P:!probe:NODE` a node's probes. `!` is not in a channel
-//! name.
+//! connection, `P:!kick` kicks, `P:!probe:NODE` a node's probes; the string `P:!idem:KEY`
+//! holds a publish's `Idempotency-Key` (empty while its publish is in flight, then the
+//! answer). `!` is not in a channel name.
 //!
 //! A bus message is `EPOCH OFFSET MS KIND PAYLOAD` on a channel with history, `- 0 MS KIND
 //! PAYLOAD` without (`MS`: when it was published, for the lag metric; `KIND`: `t` text, `j`
@@ -93,6 +94,11 @@ impl Keys {
             kick: format!("{prefix}:!kick"),
             probe: format!("{prefix}:!probe:{node}"),
         }
+    }
+
+    /// The string holding publish key `key` and its answer.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:!idem:{key}", self.prefix)
     }
 
     /// The pub/sub channel of `channel`.

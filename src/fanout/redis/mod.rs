@@ -18,15 +18,17 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
 use self::bus::Bus;
 use self::holds::Holds;
 use self::link::{Link, Status};
 use crate::config::RedisConfig;
-use crate::fanout::{Broker, BrokerError, Hold, Hub, Kick, Receipt, Resume, Target};
+use crate::fanout::{Broker, BrokerError, Claim, Hold, Hub, Kick, Receipt, Resume, Target};
 use crate::metrics::BrokerCounters;
 use crate::wire::Payload;
 
@@ -186,5 +188,30 @@ impl Broker for RedisBroker {
 
     fn ready(&self) -> Result<(), String> {
         self.status.ready()
+    }
+
+    fn claim<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Claim, BrokerError>> {
+        Box::pin(async move { self.parts()?.0.claim(key).await })
+    }
+
+    fn answered<'a>(&'a self, key: &'a str, body: Bytes) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Ok((bus, _)) = self.parts() else { return };
+            if let Err(why) = bus.answered(key, &body).await {
+                // The publish stands; a retry gets 409 until the claim lapses, then publishes.
+                warn!("Idempotency-Key answer not kept in Redis: {why}");
+            }
+        })
+    }
+
+    fn failed(&self, key: &str) -> BoxFuture<'static, ()> {
+        let bus = self.bus.get().cloned();
+        let key = key.to_owned();
+        Box::pin(async move {
+            let Some(bus) = bus else { return };
+            if let Err(why) = bus.forget(&key).await {
+                debug!("Idempotency-Key claim not released (it lapses on its own): {why}");
+            }
+        })
     }
 }

@@ -1,11 +1,13 @@
 //! `Idempotency-Key` on publish: a retried publish gets the first answer again and is not
 //! published twice.
 //!
-//! A key is remembered for [`WINDOW`] after its publish succeeded, for at most [`MAX_KEYS`]
-//! keys taking [`MAX_BYTES`] with their answers (the oldest forgotten first). Only 200 answers are kept: a publish that failed may
-//! be retried and then publishes. While the first attempt is in flight, a second one with
-//! the same key is refused (409) rather than published alongside it. Keys live in this
-//! process: a restart forgets them.
+//! A key is remembered for [`WINDOW`] after its publish succeeded. Only 200 answers are
+//! kept: a publish that failed may be retried and then publishes. While the first attempt
+//! is in flight, a second one with the same key is refused (409) rather than published
+//! alongside it. Where keys live is the broker's: the embedded one keeps them in this
+//! process ([`Idempotency`], at most [`MAX_KEYS`] keys taking [`MAX_BYTES`] with their
+//! answers, the oldest forgotten first; a restart forgets them), a shared one where every
+//! node sees them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -43,7 +45,7 @@ pub struct Idempotency {
 }
 
 /// What to do with a publish carrying a key.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// First time: publish, then [`Idempotency::answered`] or [`Idempotency::failed`].
     Fresh,
