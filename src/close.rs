@@ -10,8 +10,9 @@ pub const GOING_AWAY: u16 = 1001;
 pub const PROTOCOL_ERROR: u16 = 1002;
 /// 1007: a text message was not valid UTF-8.
 pub const INVALID_PAYLOAD: u16 = 1007;
-/// 1008: the client read too slowly and fell behind its route's queue.
-pub const SLOW_CONSUMER: u16 = 1008;
+/// 1008 (policy violation): the client read too slowly and fell behind its route's
+/// queue, or sent faster than its route's `client_rate`.
+pub const POLICY: u16 = 1008;
 /// 1009: a message or frame was larger than `server.max_message_size`.
 pub const TOO_BIG: u16 = 1009;
 /// 4000: the client stopped answering heartbeats.

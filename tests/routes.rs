@@ -30,6 +30,11 @@ on_message = "ignore"
 path = "/raw"
 client_pings = false
 
+[[route]]
+path = "/chat"
+on_message = "relay"
+client_rate = 3
+
 [[static]]
 path = "/index"
 body = "Hello world"
@@ -95,6 +100,33 @@ async fn a_client_ping_is_answered_on_any_route_and_never_relayed() {
     let mut raw = s.ws("/raw").await;
     send_text(&mut raw, r#"{"ping": 7}"#).await;
     assert_eq!(recv_text(&mut raw).await, r#"{"ping": 7}"#);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_flooding_a_relay_route_is_closed_and_the_others_keep_their_messages() {
+    let s = Server::start(CONFIG).await;
+    let (mut flood, mut other) = (s.ws("/chat").await, s.ws("/chat").await);
+    for i in 0..50 {
+        // The socket may close under the flood: later sends may fail.
+        if flood.send(Message::text(format!("m{i}"))).await.is_err() {
+            break;
+        }
+    }
+    let close = recv_close(&mut flood).await;
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(
+        close.reason.as_str(),
+        "sent over 3 messages in a second (route client_rate): slow down"
+    );
+    // The burst of 3 was relayed, not the whole flood: a publish marks the end.
+    s.publish("/publish?channel=/chat", "end").await;
+    let mut relayed = 0;
+    while recv_text(&mut other).await != "end" {
+        relayed += 1;
+    }
+    assert!((3..50).contains(&relayed), "{relayed} relayed");
+    assert_eq!(s.metric("heartwire_clients_too_fast_total").await, 1.0);
     s.stop().await;
 }
 

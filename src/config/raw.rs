@@ -209,6 +209,8 @@ pub(super) struct RawRoute {
     #[serde(default = "answer_client_pings")]
     pub(super) client_pings: bool,
     #[serde(default)]
+    pub(super) client_rate: u32,
+    #[serde(default)]
     pub(super) format: RouteFormat,
     #[serde(default)]
     pub(super) history_size: usize,

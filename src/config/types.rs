@@ -65,6 +65,8 @@ pub const DEFAULT_BROKER_PROBE: Duration = Duration::from_secs(1);
 pub const MAX_CA_FILE: u64 = 1 << 20;
 /// Longest `broker.timeout` and `broker.probe_interval`.
 pub const MAX_BROKER_WAIT: Duration = Duration::from_secs(60);
+/// Highest `client_rate` (messages a client may send per second).
+pub const MAX_CLIENT_RATE: u32 = 100_000;
 /// Most messages a channel's history may keep (`history_size`).
 pub const MAX_HISTORY_SIZE: usize = 10_000;
 /// How long history keeps a message unless `history_ttl` says otherwise.
@@ -407,6 +409,9 @@ pub struct RouteConfig {
     /// Answer a client's text `{"ping": X}` with `{"pong": X}` (consumed, never passed on);
     /// when off, such a message is ordinary traffic.
     pub client_pings: bool,
+    /// Most messages a client may send per second, and at once (`client_rate`); 0: no
+    /// limit.
+    pub client_rate: u32,
     /// `auth = "jwt"`: how connections prove who they are; `None` for anyone.
     pub auth: Option<TokenAuth>,
     /// What its frames look like.

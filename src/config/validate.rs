@@ -686,6 +686,15 @@ fn route(
     };
     let auth = token_auth(&raw, &origins, verifier, &key, p);
     let history = route_history(&raw, &key, p);
+    let client_rate = raw.client_rate;
+    if client_rate > MAX_CLIENT_RATE {
+        p.add(
+            &key("client_rate"),
+            format!(
+                "{client_rate} is over {MAX_CLIENT_RATE} messages per second: set at most {MAX_CLIENT_RATE}, or 0 for no limit"
+            ),
+        );
+    }
     let pattern = path.and_then(|path| p.take(&key("path"), PathPattern::parse(path)));
     let channels = pattern
         .as_ref()
@@ -720,6 +729,7 @@ fn route(
         slow_consumer: raw.slow_consumer,
         auth: auth?,
         client_pings: raw.client_pings,
+        client_rate,
         format: raw.format,
         history: match history {
             None => None,

@@ -11,6 +11,7 @@ use tokio::time::{self, Instant};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::rate::admit;
 use super::refresh::{REFRESH_BURST, Refresh, TokenClock, refresh};
 use super::session::Session;
 use super::step::{Step, written};
@@ -35,6 +36,16 @@ pub(super) async fn inbound<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let rate = s.settings.client_rate;
+    if rate > 0 {
+        let (every, now) = (Duration::from_secs(1) / rate, Instant::now().into_std());
+        if !admit(&mut token.sent_limit, now, every, rate) {
+            s.conn.vitals.route().too_fast();
+            let reason =
+                format!("sent over {rate} messages in a second (route client_rate): slow down");
+            return Step::Close(close::POLICY, reason, Duration::ZERO);
+        }
+    }
     match heartbeat.map_or(Inbound::Pass, |h| h.inspect(&msg)) {
         Inbound::Pong(token) => {
             let rtt = beat.on_pong(token, Instant::now().into_std());

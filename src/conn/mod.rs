@@ -4,6 +4,7 @@
 
 mod inbound;
 mod outbound;
+mod rate;
 mod refresh;
 mod session;
 mod step;

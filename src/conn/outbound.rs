@@ -19,10 +19,11 @@ pub(super) fn skipped(vitals: &Vitals, dropped: u64, limits: Limits) {
     }
 }
 
-/// The close for a mailbox that ended.
-pub(super) fn ended(ending: Ending, limits: Limits) -> Step {
+/// The close for a mailbox that ended (a slow consumer's, counted here).
+pub(super) fn ended(vitals: &Vitals, ending: Ending, limits: Limits) -> Step {
     match ending {
         Ending::Behind(behind) => {
+            vitals.route().slow(SlowAction::Disconnect);
             let how_far = match behind {
                 Behind::Messages(n) => {
                     format!(
@@ -36,7 +37,7 @@ pub(super) fn ended(ending: Ending, limits: Limits) -> Step {
                 ),
             };
             Step::Close(
-                close::SLOW_CONSUMER,
+                close::POLICY,
                 format!("slow consumer: {how_far}; read faster or reconnect"),
                 Duration::ZERO,
             )

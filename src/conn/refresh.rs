@@ -11,6 +11,7 @@ use std::time::{Duration, Instant as StdInstant};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::rate::admit;
 use super::session::Session;
 use crate::auth::AuthError;
 
@@ -32,13 +33,15 @@ pub(super) const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Refreshes allowed at once, above the sustained rate.
 pub(super) const REFRESH_BURST: u32 = 10;
 
-/// A connection's token times, on the runtime's clock.
+/// A connection's token times and its rate limits' states, on the runtime's clock.
 #[derive(Debug, Default)]
 pub(super) struct TokenClock {
     /// When the token runs out (`exp` plus leeway); `None` without one.
     pub expires: Option<StdInstant>,
-    /// The refresh rate limit's next conforming time (the generic cell rate algorithm).
+    /// The refresh rate limit's state (see [`admit`]).
     pub refresh_limit: Option<StdInstant>,
+    /// The `client_rate` limit's state, on every message the client sends.
+    pub sent_limit: Option<StdInstant>,
 }
 
 #[derive(Deserialize)]
@@ -50,7 +53,7 @@ struct Message<'a> {
 
 /// Reads `text` as a refresh of the connection `s`, checked with its route's keys as
 /// they are now (a reload may have rotated them): same `sub`, every channel still allowed.
-/// `limit` is its rate limit's state, see [`admit`].
+/// `limit` is its rate limit's state (see [`admit`]).
 pub(super) fn refresh(s: &Session, text: &str, limit: &mut Option<StdInstant>) -> Refresh {
     // Only connections that hold a token refresh it, and only this exact shape is one.
     if s.settings.auth.is_none() || !text.trim_start().starts_with('{') {
@@ -60,7 +63,7 @@ pub(super) fn refresh(s: &Session, text: &str, limit: &mut Option<StdInstant>) -
         return Refresh::NotOne;
     };
     let now = Instant::now().into_std();
-    if !admit(limit, now) {
+    if !admit(limit, now, REFRESH_EVERY, REFRESH_BURST) {
         return Refresh::TooSoon;
     }
     let Some(auth) = s.route.settings().auth.clone() else {
@@ -83,44 +86,4 @@ pub(super) fn refresh(s: &Session, text: &str, limit: &mut Option<StdInstant>) -
         return Refresh::Refused(e);
     }
     Refresh::Renewed(identity.remaining().map(|left| now + left))
-}
-
-/// Whether a refresh at `now` is within the rate limit, counting it if so: each one
-/// moves `tat` a [`REFRESH_EVERY`] later, and it may run at most [`REFRESH_BURST`] of them
-/// ahead of `now`.
-fn admit(tat: &mut Option<StdInstant>, now: StdInstant) -> bool {
-    let next = tat.map_or(now, |t| t.max(now)) + REFRESH_EVERY;
-    if next > now + REFRESH_EVERY * REFRESH_BURST {
-        return false;
-    }
-    *tat = Some(next);
-    true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_burst_of_ten_then_one_a_second() {
-        let start = StdInstant::now();
-        let mut tat = None;
-        for i in 0..REFRESH_BURST {
-            assert!(admit(&mut tat, start), "refresh {i} of the burst");
-        }
-        assert!(!admit(&mut tat, start), "the 11th at once");
-        let ms = Duration::from_millis;
-        assert!(!admit(&mut tat, start + ms(999)), "a second is not up");
-        assert!(admit(&mut tat, start + ms(1000)));
-        assert!(!admit(&mut tat, start + ms(1000)));
-        // One a second goes on for ever; a quiet spell refills the burst.
-        for s in 2..100 {
-            assert!(admit(&mut tat, start + ms(1000 * s)), "at {s} s");
-        }
-        let later = start + ms(1000 * 99 + 10_000);
-        for i in 0..REFRESH_BURST {
-            assert!(admit(&mut tat, later), "refresh {i} of the second burst");
-        }
-        assert!(!admit(&mut tat, later));
-    }
 }

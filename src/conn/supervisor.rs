@@ -61,6 +61,7 @@ where
         let mut token = TokenClock {
             expires: s.expires,
             refresh_limit: None,
+            sent_limit: None,
         };
         let vitals = s.conn.vitals.clone();
         vitals.follow(heartbeat.as_deref());
@@ -120,7 +121,7 @@ where
                     let taken = s.conn.mailbox.take(&mut batch);
                     skipped(&vitals, taken.dropped, limits);
                     match taken.ending {
-                        Some(ending) => ended(ending, limits),
+                        Some(ending) => ended(&vitals, ending, limits),
                         None if batch.is_empty() => Step::Continue,
                         None => {
                             for frame in &batch {
@@ -173,9 +174,6 @@ where
 
         match step {
             Step::Close(code, reason, wait) => {
-                if code == close::SLOW_CONSUMER {
-                    vitals.route().slow(SlowAction::Disconnect);
-                }
                 if code == close::HEARTBEAT_TIMEOUT {
                     vitals.timed_out();
                     log_dead(heartbeat.as_deref(), &beat);

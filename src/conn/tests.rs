@@ -488,6 +488,29 @@ async fn refreshes_past_the_rate_limit_are_refused_unchecked() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_client_over_its_routes_client_rate_is_closed_with_1008() {
+    // client_rate = 5: five at once, five more a second later, then one too many.
+    let mut rig = Rig::start(
+        "[[route]]\npath = \"/a\"\non_message = \"ignore\"\nclient_rate = 5\n",
+        64 * 1024,
+    );
+    for _ in 0..5 {
+        rig.send(OP_TEXT, b"hi").await;
+    }
+    tokio::time::sleep(1000 * MS).await;
+    for _ in 0..6 {
+        rig.send(OP_TEXT, b"hi").await;
+    }
+    let (code, reason, at) = rig.close().await;
+    assert_eq!(code, crate::close::POLICY, "{reason}");
+    assert_eq!(
+        reason,
+        "sent over 5 messages in a second (route client_rate): slow down"
+    );
+    assert_eq!(at, 1000 * MS, "closed at the 11th message");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_client_ping_is_answered_at_once_and_not_passed_to_the_route() {
     // An echo route without heartbeat: the pong comes back, the ping is not echoed.
     let mut rig = Rig::start("[[route]]\npath = \"/a\"\n", 64 * 1024);

@@ -27,6 +27,7 @@ pub struct RouteCounters {
     pub(super) slow_write_timeout: Counter,
     pub(super) dropped: Counter,
     pub(super) expired: Counter,
+    pub(super) too_fast: Counter,
     pub(super) auth_refused: Family<Reason, Counter>,
 }
 
@@ -40,6 +41,11 @@ impl RouteCounters {
     /// A connection's token expired unrefreshed (closed with 4001).
     pub fn token_expired(&self) {
         self.expired.inc();
+    }
+
+    /// A client sent faster than its route's `client_rate` (closed with 1008).
+    pub fn too_fast(&self) {
+        self.too_fast.inc();
     }
 
     /// A refreshed token was refused (`label`: an `AuthError` label).

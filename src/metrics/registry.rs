@@ -25,6 +25,7 @@ pub struct Metrics {
     rejected: Family<Reason, Counter>,
     auth_refused: Family<Reason, Counter>,
     expired: Counter,
+    too_fast: Counter,
     http_open: Gauge,
     http_full: Counter,
     sent: Family<RouteKind, Counter>,
@@ -78,6 +79,7 @@ impl Metrics {
             rejected: Family::default(),
             auth_refused: Family::default(),
             expired: Counter::default(),
+            too_fast: Counter::default(),
             http_open: Gauge::default(),
             http_full: Counter::default(),
             sent: Family::default(),
@@ -166,13 +168,18 @@ impl Metrics {
         );
         r.register(
             "auth_refusals",
-            "Subscriber tokens refused, at the handshake or on refresh, by reason (missing, too_large, invalid, expired, not_yet_valid, issuer, audience, channel)",
+            "Subscriber tokens refused, at the handshake or on refresh, by reason (missing, too_large, invalid, expired, not_yet_valid, issuer, audience, channel, too_soon)",
             m.auth_refused.clone(),
         );
         r.register(
             "tokens_expired",
             "Connections closed with 4001 because their token expired unrefreshed",
             m.expired.clone(),
+        );
+        r.register(
+            "clients_too_fast",
+            "Connections closed with 1008 for sending faster than their route's client_rate",
+            m.too_fast.clone(),
         );
         r.register(
             "http_connections",
@@ -424,6 +431,7 @@ impl Metrics {
             slow_write_timeout: slow(SlowAction::WriteTimeout),
             dropped: self.dropped.get_or_create_owned(&label),
             expired: self.expired.clone(),
+            too_fast: self.too_fast.clone(),
             auth_refused: self.auth_refused.clone(),
         }
     }
