@@ -63,6 +63,27 @@ def ratio(a, b):
     return f"{a / b:.2f}x" if a is not None and b not in (None, 0) else "n/a"
 
 
+def versus(rows, case, path, ref, new):
+    """Medians of `case-ref` and `case-new` (two variants measured in the same runs), and new/ref."""
+    a, b = med(rows, f"{case}-{ref}", path), med(rows, f"{case}-{new}", path)
+    return a, b, ratio(b, a)
+
+
+def paired(rows, case, path, ref, new):
+    """new/ref of `case` per run (the variants of one run pair up); [] when they do not."""
+    a, b = vals(rows, f"{case}-{ref}", path), vals(rows, f"{case}-{new}", path)
+    if not a or len(a) != len(b):
+        return []
+    return [y / x for x, y in zip(a, b) if x]
+
+
+def per_run(ratios):
+    """Per-run ratios and their median, as a table cell."""
+    if not ratios:
+        return "n/a"
+    return f"{' / '.join(f'{x:.2f}x' for x in ratios)}, median {statistics.median(ratios):.2f}x"
+
+
 def met(ok):
     return "n/a" if ok is None else ("**met**" if ok else "not met")
 

@@ -7,9 +7,8 @@ Usage: history_report.py RESULTS_DIR BENCHMARKS.md   (stdlib only; run.sh calls 
 
 from pathlib import Path
 
-import statistics
 
-from channels_report import fmt, med, met, provenance, ratio, runs, vals, write
+from channels_report import fmt, met, paired, per_run, provenance, runs, versus, write
 
 BEGIN = "<!-- history: written by bench/run.sh with SUITE=history -->"
 END = "<!-- /history -->"
@@ -18,22 +17,7 @@ CPU_TARGET = 1.10
 
 def both(rows, case, path):
     """Median of the raw and the history variant of `case`, and their ratio."""
-    raw, hist = med(rows, f"{case}-raw", path), med(rows, f"{case}-hist", path)
-    return raw, hist, ratio(hist, raw)
-
-
-def paired(rows, case, path):
-    """Per-run ratios history/raw of `case` (runs pair up: both variants run on one server)."""
-    raw, hist = vals(rows, f"{case}-raw", path), vals(rows, f"{case}-hist", path)
-    if len(raw) != len(hist):
-        return []
-    return [h / r for r, h in zip(raw, hist) if r]
-
-
-def per_run(ratios):
-    if not ratios:
-        return "n/a"
-    return f"{' / '.join(f'{x:.2f}x' for x in ratios)}, median {statistics.median(ratios):.2f}x"
+    return versus(rows, case, path, "raw", "hist")
 
 
 def section(rows, env):
@@ -66,10 +50,10 @@ def section(rows, env):
     L += ["| id | what | target | measured | reference (same run) | ratio | met |", "|---|---|---|---|---|---|---|"]
     L.append(f"| R1 | B1 ({env.get('B1_COUNT', '?')} broadcasts to {clients}): server CPU per delivery, envelope + history (us) | "
              f"<= {CPU_TARGET:.2f}x raw | {fmt(b1[1])} | {fmt(b1[0])} (raw `/news`) | {b1[2]} (per run "
-             f"{per_run(paired(rows, 'B1', 'cpu_us_per_delivery'))}) | {cpu_met(b1)} |")
+             f"{per_run(paired(rows, 'B1', 'cpu_us_per_delivery', 'raw', 'hist'))}) | {cpu_met(b1)} |")
     L.append(f"| R3 | B3 ({env.get('B3_RATE', '?')} publishes/s for {env.get('B3_SECS', '?')} s to {clients}): server CPU per delivery (us) | "
              f"<= {CPU_TARGET:.2f}x raw | {fmt(b3[1])} | {fmt(b3[0])} (raw) | {b3[2]} (per run "
-             f"{per_run(paired(rows, 'B3', 'cpu_us_per_delivery'))}) | {cpu_met(b3)} |")
+             f"{per_run(paired(rows, 'B3', 'cpu_us_per_delivery', 'raw', 'hist'))}) | {cpu_met(b3)} |")
     for case in ("B1", "B3"):
         raw, hist, r = both(rows, case, "latency_ms.p99")
         L.append(f"| {case} p99 | {case} delivery latency p99, envelope + history (ms) | (none set) | {fmt(hist)} | {fmt(raw)} (raw) | {r} | - |")
@@ -112,7 +96,7 @@ def section(rows, env):
                         ("achieved publishes/s, runs", "achieved_rate")):
         cells = []
         for case in ("B1", "B3"):
-            ratios = paired(rows, case, path)
+            ratios = paired(rows, case, path, "raw", "hist")
             cells += [runs(rows, f"{case}-raw", path), runs(rows, f"{case}-hist", path),
                       " / ".join(f"{x:.2f}x" for x in ratios)]
         L.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -5,10 +5,9 @@ SUITE=redis results, leaving the rest of the file as it is.
 Usage: redis_report.py RESULTS_DIR BENCHMARKS.md   (stdlib only; run.sh calls it)
 """
 
-import statistics
 from pathlib import Path
 
-from channels_report import fmt, med, met, provenance, ratio, runs, vals, write
+from channels_report import fmt, med, met, paired, per_run, provenance, ratio, runs, versus, write
 
 BEGIN = "<!-- redis: written by bench/run.sh with SUITE=redis -->"
 END = "<!-- /redis -->"
@@ -17,16 +16,7 @@ CPU_TARGET = 1.10
 
 def pair(rows, case, path):
     """Median of the memory and the redis variant of `case`, and their ratio."""
-    mem, red = med(rows, f"{case}-memory", path), med(rows, f"{case}-redis", path)
-    return mem, red, ratio(red, mem)
-
-
-def per_run(rows, case, path):
-    mem, red = vals(rows, f"{case}-memory", path), vals(rows, f"{case}-redis", path)
-    if not mem or len(mem) != len(red):
-        return "n/a"
-    r = [b / a for a, b in zip(mem, red) if a]
-    return f"{' / '.join(f'{x:.2f}x' for x in r)}, median {statistics.median(r):.2f}x" if r else "n/a"
+    return versus(rows, case, path, "memory", "redis")
 
 
 def sustained(rows, kind, rates):
@@ -63,7 +53,7 @@ def section(rows, env):
         m, r, x = pair(rows, case, "cpu_us_per_delivery")
         ok = None if m is None or r is None else r / m <= CPU_TARGET
         L.append(f"| C-{route} | server CPU per delivery, `/{route}` (us) | <= {CPU_TARGET:.2f}x memory | {fmt(r)} | {fmt(m)} | "
-                 f"{x} (per run {per_run(rows, case, 'cpu_us_per_delivery')}) | {met(ok)} |")
+                 f"{x} (per run {per_run(paired(rows, case, 'cpu_us_per_delivery', 'memory', 'redis'))}) | {met(ok)} |")
         bad = [sum((s.get(k) or 0) for k in ("lost", "duplicated", "out_of_order", "dropped"))
                for s in rows.get(f"{case}-redis", [])]
         L.append(f"| E-{route} | lost + duplicated + out of order + dropped, `/{route}`, redis (all runs) | 0 | "
@@ -93,7 +83,7 @@ def section(rows, env):
         cells = []
         for route in ("hist", "news"):
             cells += [runs(rows, f"B1-{route}-memory", path), runs(rows, f"B1-{route}-redis", path),
-                      per_run(rows, f"B1-{route}", path)]
+                      per_run(paired(rows, f"B1-{route}", path, "memory", "redis"))]
         L.append(f"| {label} | " + " | ".join(cells) + " |")
     L.append("")
 

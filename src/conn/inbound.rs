@@ -31,6 +31,7 @@ pub(super) async fn inbound<S>(
     heartbeat: Option<&dyn Heartbeat>,
     beat: &mut PeerBeat,
     token: &mut TokenClock,
+    sent_limit: &mut Option<std::time::Instant>,
     msg: Message,
 ) -> Step
 where
@@ -39,7 +40,7 @@ where
     let rate = s.settings.client_rate;
     if rate > 0 {
         let (every, now) = (Duration::from_secs(1) / rate, Instant::now().into_std());
-        if !admit(&mut token.sent_limit, now, every, rate) {
+        if !admit(sent_limit, now, every, rate) {
             s.conn.vitals.route().too_fast();
             let reason =
                 format!("sent over {rate} messages in a second (route client_rate): slow down");

@@ -33,15 +33,13 @@ pub(super) const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Refreshes allowed at once, above the sustained rate.
 pub(super) const REFRESH_BURST: u32 = 10;
 
-/// A connection's token times and its rate limits' states, on the runtime's clock.
+/// A connection's token times, on the runtime's clock.
 #[derive(Debug, Default)]
 pub(super) struct TokenClock {
     /// When the token runs out (`exp` plus leeway); `None` without one.
     pub expires: Option<StdInstant>,
     /// The refresh rate limit's state (see [`admit`]).
     pub refresh_limit: Option<StdInstant>,
-    /// The `client_rate` limit's state, on every message the client sends.
-    pub sent_limit: Option<StdInstant>,
 }
 
 #[derive(Deserialize)]

@@ -61,8 +61,9 @@ where
         let mut token = TokenClock {
             expires: s.expires,
             refresh_limit: None,
-            sent_limit: None,
         };
+        // The `client_rate` limit's state (see `rate::admit`).
+        let mut sent_limit = None;
         let vitals = s.conn.vitals.clone();
         vitals.follow(heartbeat.as_deref());
 
@@ -112,7 +113,7 @@ where
                         }
                         // Boxed, like the close below: cold paths whose state would otherwise
                         // enlarge every idle connection's task.
-                        Box::pin(inbound(&mut ws, &s, heartbeat.as_ref().map(|a| a.heartbeat.as_ref()), &mut beat, &mut token, msg)).await
+                        Box::pin(inbound(&mut ws, &s, heartbeat.as_ref().map(|a| a.heartbeat.as_ref()), &mut beat, &mut token, &mut sent_limit, msg)).await
                     }
                     Some(Err(err)) => read_error(err),
                 },
